@@ -1,0 +1,39 @@
+"""Random: a uniformly random list per user, from a stream derived from (seed, user id)."""
+
+from __future__ import annotations
+
+from typing import Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from tastemaker._random import stream
+from tastemaker.candidates.base import CandidateSource, pad_results
+from tastemaker.data.snapshot import Snapshot
+
+__all__ = ["RandomSource"]
+
+
+class RandomSource(CandidateSource):
+    name = "random"
+
+    def __init__(self, seed: int = 42) -> None:
+        self.seed = seed
+
+    def fit(self, snapshot: Snapshot) -> Self:
+        self._snapshot = snapshot
+        return self
+
+    def candidates(
+        self, users: np.ndarray, n: int, *, exclude: sp.csr_matrix | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        snap = self.snapshot
+        ids = np.full((len(users), n), -1, dtype=np.int64)
+        for row, user in enumerate(np.asarray(users)):
+            banned = exclude.indices[exclude.indptr[row] : exclude.indptr[row + 1]] if exclude is not None else []
+            rng = stream(self.seed, "random-source", snap.user_ids[user])
+            draw = rng.choice(snap.n_items, size=min(n + len(banned), snap.n_items), replace=False)
+            draw = draw[~np.isin(draw, banned)][:n]
+            ids[row, : len(draw)] = draw
+        ranks = np.arange(n, 0, -1, dtype=np.float32) / n
+        return pad_results(ids, np.where(ids >= 0, ranks, -np.inf), n)

@@ -1,0 +1,257 @@
+"""Snapshots: the store (or a dataset) as of a cutoff, in the arrays models train on.
+
+A snapshot holds id vocabularies, a ``scipy.sparse.csr_matrix`` of user×item weights, item metadata
+arrays (categories as a sparse item×category matrix, text, created_at, provider, available) and
+per-user last-activity times. Only events strictly before the cutoff are read. Item metadata is the
+catalog's current state, except that items created after the cutoff are left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import Field, model_validator
+
+from tastemaker.config import ConfigModel
+from tastemaker.data.dataset import Dataset
+from tastemaker.store.base import Store
+
+__all__ = ["EventWeight", "Snapshot", "SnapshotConfig", "to_interactions"]
+
+UNKNOWN_TIME = -1  # created_at / last activity when nothing is known; sorts as "oldest"
+
+
+class EventWeight(ConfigModel):
+    """How one event of a type counts: ``weight``, or ``strong_weight`` when its value is at least
+    ``strong_value``; events whose value is below ``min_value`` are ignored."""
+
+    weight: float = Field(1.0, gt=0)
+    min_value: float | None = None
+    strong_value: float | None = None
+    strong_weight: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> EventWeight:
+        if (self.strong_value is None) != (self.strong_weight is None):
+            raise ValueError("strong_value and strong_weight go together")
+        return self
+
+
+class SnapshotConfig(ConfigModel):
+    """Which event types count towards the user×item matrix, and how. Types not listed are ignored."""
+
+    event_weights: dict[str, EventWeight] = Field(
+        default_factory=lambda: {
+            "view": EventWeight(weight=1.0),
+            "click": EventWeight(weight=2.0),
+            "play": EventWeight(weight=2.0),
+            "complete": EventWeight(weight=4.0),
+            "like": EventWeight(weight=4.0),
+            "purchase": EventWeight(weight=4.0),
+            "rating": EventWeight(weight=1.0),
+        }
+    )
+    aggregate: Literal["sum", "max"] = "sum"
+
+
+def to_interactions(events: pd.DataFrame, config: SnapshotConfig) -> pd.DataFrame:
+    """One row per (user, item) pair with counted events, in the input order of the pair's first row
+    (so a split that shuffles within groups sees the rows in file order, as the published protocols do).
+
+    Columns: user_id, item_id, weight (aggregated), rating (value of the pair's latest counted event
+    with a value, NaN if none), timestamp_us (first counted event), last_timestamp_us, n_events.
+    """
+    ev = events[events["type"].isin(list(config.event_weights))]
+    value = ev["value"].to_numpy(dtype=float)
+    weight = np.zeros(len(ev))
+    keep = np.zeros(len(ev), dtype=bool)
+    types = ev["type"].to_numpy()
+    for name, rule in config.event_weights.items():
+        mask = types == name
+        ok = mask.copy()
+        if rule.min_value is not None:
+            ok &= ~(value < rule.min_value)  # NaN values pass: nothing to compare
+        w = np.full(len(ev), rule.weight)
+        if rule.strong_value is not None and rule.strong_weight is not None:
+            w = np.where(value >= rule.strong_value, rule.strong_weight, rule.weight)
+        weight[ok] = w[ok]
+        keep |= ok
+    ev = ev.loc[keep].assign(weight=weight[keep], position=np.flatnonzero(keep))
+    ev = ev.sort_values("timestamp_us", kind="stable")  # so "last" means the latest in time
+    grouped = ev.groupby(["user_id", "item_id"], sort=False)
+    out = grouped.agg(
+        weight=("weight", config.aggregate),
+        rating=("value", "last"),
+        timestamp_us=("timestamp_us", "min"),
+        last_timestamp_us=("timestamp_us", "max"),
+        n_events=("weight", "size"),
+        position=("position", "min"),
+    )
+    out = out.sort_values("position", kind="stable").drop(columns="position").reset_index()
+    return out.astype({"timestamp_us": np.int64, "last_timestamp_us": np.int64, "n_events": np.int64})
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """Training arrays as of ``cutoff_us``. Rows of ``matrix`` follow ``user_ids``, columns ``item_ids``."""
+
+    cutoff_us: int | None
+    user_ids: pd.Index
+    item_ids: pd.Index
+    matrix: sp.csr_matrix
+    interactions: pd.DataFrame  # user_idx, item_idx, weight, rating, timestamp_us, last_timestamp_us
+    categories: pd.Index
+    item_categories: sp.csr_matrix  # n_items × n_categories, 1 where the item has the category
+    item_title: np.ndarray
+    item_text: np.ndarray
+    item_provider: np.ndarray
+    item_created_at_us: np.ndarray
+    item_available: np.ndarray
+    user_last_active_us: np.ndarray
+    config: SnapshotConfig
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def user_index(self, user_ids: object) -> np.ndarray:
+        """Row indices of ``user_ids``; -1 for users the snapshot does not know."""
+        return self.user_ids.get_indexer(pd.Index(np.atleast_1d(np.asarray(user_ids, dtype=object))))
+
+    def item_index(self, item_ids: object) -> np.ndarray:
+        """Column indices of ``item_ids``; -1 for items the snapshot does not know."""
+        return self.item_ids.get_indexer(pd.Index(np.atleast_1d(np.asarray(item_ids, dtype=object))))
+
+    @classmethod
+    def from_store(cls, store: Store, *, cutoff_us: int | None = None, config: SnapshotConfig | None = None) -> Snapshot:
+        """Snapshot of ``store`` as of ``cutoff_us`` (default: the store clock's now)."""
+        cutoff = store.clock.now_us() if cutoff_us is None else cutoff_us
+        events = store.events_frame(until_us=cutoff)
+        return cls.from_frames(events, store.items_frame(), store.users_frame(), cutoff_us=cutoff, config=config)
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, *, cutoff_us: int | None = None, config: SnapshotConfig | None = None) -> Snapshot:
+        return cls.from_frames(dataset.events, dataset.items, dataset.users, cutoff_us=cutoff_us, config=config)
+
+    @classmethod
+    def from_frames(
+        cls,
+        events: pd.DataFrame,
+        items: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
+        *,
+        cutoff_us: int | None = None,
+        config: SnapshotConfig | None = None,
+    ) -> Snapshot:
+        """Snapshot of raw events (any types; weighted by ``config``) before ``cutoff_us``."""
+        config = config or SnapshotConfig()
+        if cutoff_us is not None:
+            events = events[events["timestamp_us"] < cutoff_us]
+        last_active = events.groupby("user_id", sort=False)["timestamp_us"].max()
+        return cls.from_interactions(
+            to_interactions(events, config), items, users, cutoff_us=cutoff_us, config=config, last_active=last_active
+        )
+
+    @classmethod
+    def from_interactions(
+        cls,
+        interactions: pd.DataFrame,
+        items: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
+        *,
+        cutoff_us: int | None = None,
+        config: SnapshotConfig | None = None,
+        last_active: pd.Series | None = None,
+    ) -> Snapshot:
+        """Snapshot of per-pair interactions (see :func:`to_interactions`)."""
+        config = config or SnapshotConfig()
+        items = _catalog(items, cutoff_us)
+        user_ids = pd.Index(
+            np.union1d(_ids(users, "user_id"), interactions["user_id"].astype(str).unique()), dtype=object
+        )
+        item_ids = pd.Index(np.union1d(items["item_id"].astype(str), interactions["item_id"].astype(str).unique()),
+                            dtype=object)  # fmt: skip
+        rows = user_ids.get_indexer(interactions["user_id"].astype(str))
+        cols = item_ids.get_indexer(interactions["item_id"].astype(str))
+        weight = interactions["weight"].to_numpy(dtype=np.float32)
+        matrix = sp.csr_matrix((weight, (rows, cols)), shape=(len(user_ids), len(item_ids)), dtype=np.float32)
+        matrix.sum_duplicates()
+        table = pd.DataFrame({
+            "user_idx": rows.astype(np.int32), "item_idx": cols.astype(np.int32),
+            "weight": weight, "rating": interactions["rating"].to_numpy(dtype=float),
+            "timestamp_us": interactions["timestamp_us"].to_numpy(dtype=np.int64),
+            "last_timestamp_us": interactions["last_timestamp_us"].to_numpy(dtype=np.int64),
+        })  # fmt: skip
+        if last_active is None:
+            last_active = interactions.groupby("user_id", sort=False)["last_timestamp_us"].max()
+        return cls(
+            cutoff_us=cutoff_us,
+            user_ids=user_ids,
+            item_ids=item_ids,
+            matrix=matrix,
+            interactions=table,
+            config=config,
+            user_last_active_us=_aligned(last_active, user_ids, UNKNOWN_TIME).astype(np.int64),
+            **_item_arrays(items, item_ids, table),
+        )
+
+
+def _catalog(items: pd.DataFrame | None, cutoff_us: int | None) -> pd.DataFrame:
+    if items is None or items.empty:
+        return pd.DataFrame({"item_id": pd.Series(dtype=object)})
+    items = items.assign(item_id=items["item_id"].astype(str))
+    if cutoff_us is not None and "created_at_us" in items:
+        created = pd.to_numeric(items["created_at_us"], errors="coerce")
+        items = items[~(created >= cutoff_us)]
+    return items
+
+
+def _item_arrays(items: pd.DataFrame, item_ids: pd.Index, table: pd.DataFrame) -> dict[str, object]:
+    meta = items.set_index("item_id").reindex(item_ids)
+
+    def column(name: str, default: object) -> np.ndarray:
+        if name not in meta:
+            return np.full(len(item_ids), default, dtype=object)
+        return meta[name].astype(object).where(meta[name].notna(), default).to_numpy()
+
+    cats = [c if isinstance(c, list | tuple | np.ndarray) else [] for c in column("categories", None)]
+    vocab = pd.Index(sorted({c for cs in cats for c in cs}), dtype=object)
+    indptr = np.cumsum([0, *map(len, cats)])
+    indices = vocab.get_indexer([c for cs in cats for c in cs]) if len(vocab) else np.zeros(0, np.int64)
+    item_categories = sp.csr_matrix(
+        (np.ones(len(indices), np.float32), indices, indptr), shape=(len(item_ids), len(vocab))
+    )
+    first_seen = table.groupby("item_idx")["timestamp_us"].min()
+    created = pd.to_numeric(pd.Series(column("created_at_us", np.nan)), errors="coerce").to_numpy()
+    fallback = np.full(len(item_ids), UNKNOWN_TIME, dtype=np.float64)
+    fallback[first_seen.index.to_numpy()] = first_seen.to_numpy()
+    created = np.where(np.isnan(created), fallback, created).astype(np.int64)
+    return {
+        "categories": vocab,
+        "item_categories": item_categories,
+        "item_title": column("title", ""),
+        "item_text": column("text", ""),
+        "item_provider": column("provider", ""),
+        "item_created_at_us": created,
+        "item_available": column("available", True).astype(bool),
+    }
+
+
+def _ids(frame: pd.DataFrame | None, column: str) -> np.ndarray:
+    if frame is None or frame.empty:
+        return np.array([], dtype=object)
+    return frame[column].astype(str).unique()
+
+
+def _aligned(series: pd.Series, index: pd.Index, default: int) -> np.ndarray:
+    series = series.copy()
+    series.index = series.index.astype(str)
+    return series.reindex(index).fillna(default).to_numpy()

@@ -1,0 +1,97 @@
+"""Generic event files: CSV or Parquet, with a mapping from tastemaker's event fields to the file's columns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from tastemaker.data.dataset import Dataset
+from tastemaker.errors import DataFormatError
+
+__all__ = ["TimeUnit", "read_events_table"]
+
+TimeUnit = Literal["s", "ms", "us", "iso"]
+MAPPABLE = ("event_id", "user_id", "item_id", "type", "value", "timestamp")
+_FACTORS = {"s": 1_000_000, "ms": 1_000, "us": 1}
+
+
+def read_events_table(
+    path: str | Path,
+    mapping: Mapping[str, str] | None = None,
+    *,
+    event_type: str | None = None,
+    time_unit: TimeUnit = "s",
+) -> Dataset:
+    """Read events from ``path`` (``.csv``, ``.parquet``).
+
+    ``mapping`` maps event fields (``user_id``, ``item_id``, ``timestamp``, optional ``event_id``,
+    ``type``, ``value``) to column names; unmapped fields are looked up under their own name.
+    ``event_type`` is used when the file has no type column. Numeric timestamps are read in
+    ``time_unit``; ``iso`` parses text. Rows without an ``event_id`` get a content-derived id at ingest.
+    """
+    mapping = dict(mapping or {})
+    unknown = sorted(set(mapping) - set(MAPPABLE))
+    if unknown:
+        raise DataFormatError(f"cannot map {unknown}; mappable fields: {', '.join(MAPPABLE)}")
+    if time_unit not in (*_FACTORS, "iso"):
+        raise DataFormatError(f"unknown time unit {time_unit!r}; known: iso, ms, s, us")
+    frame = _read(Path(path))
+    columns = {f: mapping.get(f, f) for f in MAPPABLE}
+    for needed in ("user_id", "item_id", "timestamp"):
+        if columns[needed] not in frame.columns:
+            raise DataFormatError(
+                f"{Path(path).name}: no column {columns[needed]!r} for {needed}; "
+                f"map it with {needed}=COLUMN (columns: {', '.join(map(str, frame.columns))})"
+            )
+    if columns["type"] not in frame.columns and event_type is None:
+        raise DataFormatError(f"{Path(path).name}: no type column {columns['type']!r}; map one or give event_type")
+
+    def col(field: str) -> pd.Series | None:
+        return frame[columns[field]] if columns[field] in frame.columns else None
+
+    n = len(frame)
+    event_id, kind, value = col("event_id"), col("type"), col("value")
+    events = pd.DataFrame({
+        "event_id": event_id.astype(object).where(event_id.notna(), None) if event_id is not None else [None] * n,
+        "user_id": frame[columns["user_id"]].astype(str),
+        "item_id": frame[columns["item_id"]].astype(str),
+        "type": kind.astype(str) if kind is not None else event_type,
+        "value": pd.to_numeric(value, errors="coerce") if value is not None else np.nan,
+        "timestamp_us": _timestamps(frame[columns["timestamp"]], time_unit, Path(path).name),
+    })  # fmt: skip
+    return Dataset(name=f"events:{Path(path).name}", events=events)
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataFormatError(f"no such file: {str(path)!r}")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix in (".csv", ".tsv", ".txt"):
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype_backend="numpy_nullable")
+    raise DataFormatError(f"{path.name}: unknown file type {suffix!r}; use .csv, .tsv or .parquet")
+
+
+def _timestamps(raw: pd.Series, unit: TimeUnit, name: str) -> pd.Series:
+    if unit == "iso" or not pd.api.types.is_numeric_dtype(raw):
+        parsed = pd.to_datetime(raw, utc=True, errors="coerce", format="ISO8601")
+        bad = parsed.isna().to_numpy()
+        _raise_if_bad(raw, bad, "iso", name)
+        us = parsed.astype("datetime64[us, UTC]").astype("int64")
+    else:
+        numbers = pd.to_numeric(raw, errors="coerce").astype(float)
+        _raise_if_bad(raw, numbers.isna().to_numpy(), unit, name)
+        us = (numbers * _FACTORS[unit]).round().astype(np.int64)
+    return us.reset_index(drop=True)
+
+
+def _raise_if_bad(raw: pd.Series, bad: np.ndarray, unit: str, name: str) -> None:
+    if bad.any():
+        rows = np.flatnonzero(bad)[:3]
+        shown = ", ".join(f"row {r + 1} ({raw.iloc[r]!r})" for r in rows)
+        raise DataFormatError(f"{name}: {int(bad.sum())} timestamps could not be read as {unit!r}: {shown}")

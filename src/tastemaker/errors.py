@@ -1,0 +1,76 @@
+"""The one error hierarchy of tastemaker.
+
+Every error a caller can act on is a subclass of :class:`TastemakerError`. Store code wraps driver
+exceptions in :class:`StoreError`, so no SQLAlchemy or psycopg exception leaks out of the library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ConfigError",
+    "DataFormatError",
+    "InvalidBatchError",
+    "NotFittedError",
+    "RecordError",
+    "StoreError",
+    "TastemakerError",
+    "UnknownNameError",
+]
+
+
+class TastemakerError(Exception):
+    """Base class of every error raised on purpose by tastemaker."""
+
+
+class ConfigError(TastemakerError, ValueError):
+    """A configuration value is invalid; the message names the key, the value and what is allowed."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A name (model, protocol, layout, ...) is not one of the known choices."""
+
+    def __init__(self, kind: str, name: str, known: list[str] | tuple[str, ...]) -> None:
+        self.kind, self.name, self.known = kind, name, tuple(known)
+        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(sorted(self.known))}")
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+class DataFormatError(TastemakerError, ValueError):
+    """An input file or table does not have the expected layout."""
+
+
+class NotFittedError(TastemakerError, RuntimeError):
+    """A model was used before ``fit``."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} is not fitted yet; call fit(snapshot) first")
+
+
+class StoreError(TastemakerError):
+    """The store could not complete an operation (connection, migration, constraint)."""
+
+
+@dataclass(frozen=True)
+class RecordError:
+    """One rejected record of a batch: its position in the batch, the field and the reason."""
+
+    index: int
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"record {self.index}: {self.field}: {self.reason}"
+
+
+class InvalidBatchError(TastemakerError, ValueError):
+    """A strict-mode batch had invalid records; nothing of the batch was written."""
+
+    def __init__(self, errors: list[RecordError]) -> None:
+        self.errors = list(errors)
+        shown = "; ".join(str(e) for e in self.errors[:5])
+        more = f" (and {len(self.errors) - 5} more)" if len(self.errors) > 5 else ""
+        super().__init__(f"batch rejected, nothing written: {shown}{more}")

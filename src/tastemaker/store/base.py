@@ -1,0 +1,157 @@
+"""The store contract. Every back end passes the same suite (``tests/integration/test_store_contract.py``).
+
+Writes are batch-first. Each write call is one transaction. Two modes:
+
+* ``strict`` — any invalid record rejects the whole batch with :class:`~tastemaker.errors.InvalidBatchError`
+  and nothing of it is written;
+* ``lenient`` — valid records are written, each invalid one is reported in the result.
+
+Either way each error names the record's index in the batch, the field and the reason. Events are
+idempotent by ``event_id``: a repeated id (in the store or earlier in the same batch) is stored once and
+reported as a duplicate. An event sent without an id gets a deterministic one derived from its content.
+A call returns only after its transaction is committed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pandas as pd
+
+from tastemaker.clock import Clock
+from tastemaker.errors import RecordError
+from tastemaker.store.validation import ValidationConfig
+
+__all__ = ["EVENT_COLUMNS", "ExposedItem", "Exposure", "IngestResult", "Mode", "Store", "UpsertResult"]
+
+Mode = Literal["strict", "lenient"]
+Records = Iterable[Mapping[str, Any]]
+
+#: Columns of :meth:`Store.events_frame` unless others are asked for.
+EVENT_COLUMNS = ("event_id", "user_id", "item_id", "type", "value", "timestamp_us")
+
+
+@dataclass
+class IngestResult:
+    """Outcome of one event batch. ``event_ids[i]`` is record i's id, or None if it was rejected."""
+
+    accepted: int
+    duplicate_ids: list[str] = field(default_factory=list)
+    errors: list[RecordError] = field(default_factory=list)
+    event_ids: list[str | None] = field(default_factory=list)
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.duplicate_ids)
+
+    @property
+    def rejected(self) -> int:
+        return len({e.index for e in self.errors})
+
+
+@dataclass
+class UpsertResult:
+    """Outcome of one item or user batch: records written (inserted or updated) and the errors."""
+
+    accepted: int
+    errors: list[RecordError] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return len({e.index for e in self.errors})
+
+
+@dataclass(frozen=True)
+class ExposedItem:
+    """One item as shown: its place in the list (and slate, for pages of rows) and how it got there."""
+
+    position: int
+    item_id: str
+    score: float | None = None
+    source: str | None = None
+    propensity: float | None = None
+    slate: str = ""
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """One served response. Events that carry ``request_id`` are attributed to it."""
+
+    request_id: str
+    user_id: str
+    variant: str
+    timestamp_us: int
+    items: Sequence[ExposedItem]
+    model_version: str | None = None
+    config_hash: str | None = None
+    context: Mapping[str, Any] | None = None
+
+
+class Store(ABC):
+    """Items, users, events and exposures behind one interface; the back end is chosen by URL."""
+
+    clock: Clock
+    validation: ValidationConfig
+
+    @abstractmethod
+    def ingest_events(self, records: Records, *, mode: Mode = "strict") -> IngestResult:
+        """Validate and store a batch of events (see the module docstring for modes and ids)."""
+
+    @abstractmethod
+    def upsert_items(self, records: Records, *, mode: Mode = "strict") -> UpsertResult:
+        """Insert or update items. Fields a record omits keep their stored values (or defaults)."""
+
+    @abstractmethod
+    def upsert_users(self, records: Records, *, mode: Mode = "strict") -> UpsertResult:
+        """Insert or update users. Fields a record omits keep their stored values (or defaults)."""
+
+    @abstractmethod
+    def get_items(self, item_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The stored items among ``item_ids``, in the order asked; unknown ids are left out."""
+
+    @abstractmethod
+    def get_users(self, user_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The stored users among ``user_ids``, in the order asked; unknown ids are left out."""
+
+    @abstractmethod
+    def record_exposures(self, exposures: Sequence[Exposure]) -> int:
+        """Store served responses with their items; a repeated request id is stored once. Returns new ones."""
+
+    @abstractmethod
+    def events_frame(
+        self,
+        *,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        columns: Sequence[str] = EVENT_COLUMNS,
+    ) -> pd.DataFrame:
+        """Events with ``since_us <= timestamp_us < until_us``, ordered by time then id."""
+
+    @abstractmethod
+    def items_frame(self) -> pd.DataFrame:
+        """Every item, one row each."""
+
+    @abstractmethod
+    def users_frame(self) -> pd.DataFrame:
+        """Every user, one row each."""
+
+    @abstractmethod
+    def exposures_frame(self, *, since_us: int | None = None, until_us: int | None = None) -> pd.DataFrame:
+        """One row per exposed item, with its exposure's columns, for exposures in the time range."""
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Row counts of items, users, events and exposures."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections. The store is unusable afterwards."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

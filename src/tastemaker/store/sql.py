@@ -1,0 +1,259 @@
+"""The SQL store: SQLAlchemy Core over SQLite (default) or PostgreSQL. Contract in ``store.base``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, Engine, Table, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from tastemaker.clock import Clock
+from tastemaker.errors import ConfigError, InvalidBatchError, RecordError, StoreError
+from tastemaker.store.base import EVENT_COLUMNS, Exposure, IngestResult, Mode, Records, Store, UpsertResult
+from tastemaker.store.schema import events, exposure_items, exposures, items, users
+from tastemaker.store.validation import ValidationConfig, validate_events, validate_items, validate_users
+
+__all__ = ["SqlStore"]
+
+_CHUNK = 2_000  # rows per INSERT statement; keeps PostgreSQL under its bind-parameter limit
+_EVENT_CHUNK = 1_000  # rows per event INSERT: 9,000 parameters, under SQLite's and PostgreSQL's limits
+_EVENT_COLUMNS = ("event_id", "user_id", "item_id", "type", "value", "timestamp_us", "context", "request_id",
+                  "ingested_at_us")  # fmt: skip
+_ITEM_DEFAULTS = {"title": None, "text": None, "categories": [], "provider": None,
+                  "created_at_us": None, "available": True, "attributes": {}}  # fmt: skip
+_USER_DEFAULTS = {"created_at_us": None, "attributes": {}}
+
+
+class SqlStore(Store):
+    """A :class:`Store` on a SQLAlchemy engine. Build it with :func:`tastemaker.store.open_store`."""
+
+    def __init__(self, engine: Engine, clock: Clock, validation: ValidationConfig) -> None:
+        self._engine = engine
+        self.clock = clock
+        self.validation = validation
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        # Events go to the driver directly as multi-row INSERTs: SQLAlchemy's per-row parameter
+        # processing would cost more than the database's own work on ingestion's hot path.
+        mark, json_mark = ("%s", "CAST(%s AS JSONB)") if engine.dialect.name == "postgresql" else ("?", "?")
+        self._event_row_marks = "(" + ", ".join(json_mark if c == "context" else mark for c in _EVENT_COLUMNS) + ")"
+        self._event_sql: dict[int, str] = {}
+
+    @property
+    def url(self) -> str:
+        return self._engine.url.render_as_string(hide_password=True)
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def ingest_events(self, records: Records, *, mode: Mode = "strict") -> IngestResult:
+        batch = _as_list(records)
+        now = self.clock.now_us()
+        rows, errors = validate_events(batch, self.validation, now)
+        _check_mode(mode, errors)
+        event_ids: list[str | None] = [None] * len(batch)
+        first_seen: dict[str, int] = {}
+        fresh: list[dict[str, Any]] = []
+        for index, row in rows:
+            event_ids[index] = row["event_id"]
+            if row["event_id"] not in first_seen:
+                first_seen[row["event_id"]] = index
+                row["ingested_at_us"] = now
+                fresh.append(row)
+        inserted = self._insert_new_events(fresh)
+        duplicates = [
+            row["event_id"]
+            for index, row in rows
+            if row["event_id"] not in inserted or first_seen[row["event_id"]] != index
+        ]
+        return IngestResult(len(inserted), duplicates, errors, event_ids)
+
+    def _insert_new_events(self, rows: list[dict[str, Any]]) -> set[str]:
+        """Insert rows whose id is not stored yet, in one transaction; return the ids inserted.
+
+        ``ON CONFLICT DO NOTHING RETURNING`` makes this exact under concurrent writers on both back
+        ends: a row another transaction stored first is skipped and not returned. Rows go in sorted by
+        id, so concurrent writers take row locks in one order and cannot deadlock on PostgreSQL.
+        """
+        inserted: set[str] = set()
+        ordered = sorted(rows, key=lambda r: r["event_id"])
+        with self._transaction("ingest events", write=True) as conn:
+            for chunk in _chunks(ordered, _EVENT_CHUNK):
+                params = [value for row in chunk for value in _event_tuple(row)]
+                result = conn.exec_driver_sql(self._event_insert_sql(len(chunk)), tuple(params))
+                inserted.update(r[0] for r in result)
+        return inserted
+
+    def _event_insert_sql(self, n_rows: int) -> str:
+        if n_rows not in self._event_sql:
+            values = ", ".join([self._event_row_marks] * n_rows)
+            self._event_sql[n_rows] = (
+                f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES {values} "
+                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+            )
+        return self._event_sql[n_rows]
+
+    def upsert_items(self, records: Records, *, mode: Mode = "strict") -> UpsertResult:
+        rows, errors = validate_items(_as_list(records), self.validation)
+        _check_mode(mode, errors)
+        return UpsertResult(self._upsert(items, "item_id", rows, _ITEM_DEFAULTS), errors)
+
+    def upsert_users(self, records: Records, *, mode: Mode = "strict") -> UpsertResult:
+        rows, errors = validate_users(_as_list(records), self.validation)
+        _check_mode(mode, errors)
+        return UpsertResult(self._upsert(users, "user_id", rows, _USER_DEFAULTS), errors)
+
+    def _upsert(
+        self, table: Table, key: str, rows: list[tuple[int, dict[str, Any]]], defaults: Mapping[str, Any]
+    ) -> int:
+        merged: dict[str, dict[str, Any]] = {}
+        for _, row in rows:  # a repeated id in one batch: later fields win, as if sent one by one
+            merged.setdefault(row[key], {}).update(row)
+        now = self.clock.now_us()
+        by_fields: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for _, row in sorted(merged.items()):  # one lock order for every writer: no deadlocks
+            by_fields.setdefault(tuple(sorted(row)), []).append({**defaults, **row, "updated_at_us": now})
+        with self._transaction(f"upsert {table.name}", write=True) as conn:
+            for fields, group in by_fields.items():
+                stmt = self._insert(table)
+                update = {f: stmt.excluded[f] for f in (*fields, "updated_at_us") if f != key}
+                stmt = stmt.on_conflict_do_update(index_elements=[key], set_=update)
+                for chunk in _chunks(group):
+                    conn.execute(stmt, chunk)
+        return len(merged)
+
+    def record_exposures(self, exposures_: Sequence[Exposure]) -> int:
+        if not exposures_:
+            return 0
+        head = [
+            {"request_id": e.request_id, "user_id": e.user_id, "variant": e.variant,
+             "model_version": e.model_version, "config_hash": e.config_hash,
+             "timestamp_us": e.timestamp_us, "context": dict(e.context) if e.context else None}
+            for e in exposures_
+        ]  # fmt: skip
+        stmt = (
+            self._insert(exposures)
+            .on_conflict_do_nothing(index_elements=["request_id"])
+            .returning(exposures.c.request_id)
+        )
+        with self._transaction("record exposures", write=True) as conn:
+            new: set[str] = set()
+            for chunk in _chunks(head):
+                new.update(conn.execute(stmt, chunk).scalars())
+            shown = [
+                {"request_id": e.request_id, "slate": it.slate, "position": it.position, "item_id": it.item_id,
+                 "score": it.score, "source": it.source, "propensity": it.propensity}
+                for e in exposures_ if e.request_id in new for it in e.items
+            ]  # fmt: skip
+            for chunk in _chunks(shown):
+                conn.execute(exposure_items.insert(), chunk)
+        return len(new)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get_items(self, item_ids: Sequence[str]) -> list[dict[str, Any]]:
+        return self._get(items, items.c.item_id, item_ids)
+
+    def get_users(self, user_ids: Sequence[str]) -> list[dict[str, Any]]:
+        return self._get(users, users.c.user_id, user_ids)
+
+    def _get(self, table: Table, key: Any, ids: Sequence[str]) -> list[dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        with self._transaction(f"read {table.name}") as conn:
+            for chunk in _chunks(list(dict.fromkeys(ids))):
+                for row in conn.execute(select(table).where(key.in_(chunk))).mappings():
+                    found[row[key.name]] = dict(row)
+        return [found[i] for i in ids if i in found]
+
+    def events_frame(
+        self,
+        *,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        columns: Sequence[str] = EVENT_COLUMNS,
+    ) -> pd.DataFrame:
+        unknown = sorted(set(columns) - set(events.c.keys()))
+        if unknown:
+            raise ConfigError(f"unknown event columns {unknown}; known: {', '.join(events.c.keys())}")
+        stmt = select(*(events.c[c] for c in columns))
+        if since_us is not None:
+            stmt = stmt.where(events.c.timestamp_us >= since_us)
+        if until_us is not None:
+            stmt = stmt.where(events.c.timestamp_us < until_us)
+        stmt = stmt.order_by(events.c.timestamp_us, events.c.event_id)
+        return self._frame(stmt, list(columns))
+
+    def items_frame(self) -> pd.DataFrame:
+        return self._frame(select(items).order_by(items.c.item_id), list(items.c.keys()))
+
+    def users_frame(self) -> pd.DataFrame:
+        return self._frame(select(users).order_by(users.c.user_id), list(users.c.keys()))
+
+    def exposures_frame(self, *, since_us: int | None = None, until_us: int | None = None) -> pd.DataFrame:
+        cols = [*exposures.c, *(c for c in exposure_items.c if c.name != "request_id")]
+        stmt = select(*cols).join(exposure_items, exposure_items.c.request_id == exposures.c.request_id)
+        if since_us is not None:
+            stmt = stmt.where(exposures.c.timestamp_us >= since_us)
+        if until_us is not None:
+            stmt = stmt.where(exposures.c.timestamp_us < until_us)
+        stmt = stmt.order_by(exposures.c.timestamp_us, exposures.c.request_id, exposure_items.c.slate,
+                             exposure_items.c.position)  # fmt: skip
+        return self._frame(stmt, [c.name for c in cols])
+
+    def counts(self) -> dict[str, int]:
+        with self._transaction("count rows") as conn:
+            return {
+                t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in (items, users, events, exposures)
+            }
+
+    def _frame(self, stmt: Any, columns: list[str]) -> pd.DataFrame:
+        with self._transaction("read") as conn:
+            result = conn.execute(stmt)
+            return pd.DataFrame(result.fetchall(), columns=columns)
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self, what: str, *, write: bool = False) -> Iterator[Connection]:
+        try:
+            with self._engine.connect().execution_options(writer=write) as conn, conn.begin():
+                yield conn
+        except SQLAlchemyError as exc:
+            cause = getattr(exc, "orig", None) or exc
+            raise StoreError(f"could not {what} in {self.url}: {cause.__class__.__name__}: {cause}") from exc
+        except OverflowError as exc:  # raised by the driver while binding, outside SQLAlchemy's wrapping
+            raise StoreError(f"could not {what} in {self.url}: a number is out of the database's range ({exc})") from exc
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def _event_tuple(row: dict[str, Any]) -> tuple[Any, ...]:
+    context = row["context"]
+    return (row["event_id"], row["user_id"], row["item_id"], row["type"], row["value"], row["timestamp_us"],
+            json.dumps(context, separators=(",", ":")) if context else None, row["request_id"],
+            row["ingested_at_us"])  # fmt: skip
+
+
+def _check_mode(mode: str, errors: list[RecordError]) -> None:
+    if mode not in ("strict", "lenient"):
+        raise ConfigError(f"unknown mode {mode!r}; known: lenient, strict")
+    if errors and mode == "strict":
+        raise InvalidBatchError(errors)
+
+
+def _as_list(records: Records | pd.DataFrame) -> list[Any]:
+    if isinstance(records, pd.DataFrame):
+        from tastemaker.data.dataset import frame_records
+
+        return frame_records(records)
+    return list(records)
+
+
+def _chunks(rows: list[Any], size: int = _CHUNK) -> Iterator[list[Any]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]

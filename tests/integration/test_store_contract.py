@@ -1,0 +1,225 @@
+"""The store contract (``tastemaker.store.base``), run against SQLite and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from tastemaker.clock import FixedClock, to_us
+from tastemaker.errors import ConfigError, InvalidBatchError, StoreError
+from tastemaker.store import ExposedItem, Exposure, ValidationConfig, open_store
+from tastemaker.store.engine import make_engine
+from tastemaker.store.schema import metadata
+
+NOW = "2026-11-26T12:00:00+00:00"
+
+
+def event(i: int, **over: object) -> dict[str, object]:
+    base = {"event_id": f"e{i}", "user_id": f"u{i % 7}", "item_id": f"i{i % 11}", "type": "click",
+            "timestamp": f"2026-11-2{i % 5}T10:00:00Z"}  # fmt: skip
+    return {**base, **over}
+
+
+@pytest.fixture
+def store(store_url: str, clock: FixedClock):
+    with open_store(store_url, clock=clock) as s:
+        yield s
+
+
+def test_new_store_is_empty_and_reopening_migrates_nothing(store_url: str, clock: FixedClock) -> None:
+    with open_store(store_url, clock=clock) as first:
+        assert first.counts() == {"items": 0, "users": 0, "events": 0, "exposures": 0}
+        first.ingest_events([event(1)])
+    with open_store(store_url, clock=clock) as again:
+        assert again.counts()["events"] == 1
+
+
+def test_migrated_schema_matches_the_table_definitions(store, store_url: str) -> None:
+    engine = make_engine(store_url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_events_round_trip_with_their_values(store) -> None:
+    result = store.ingest_events([
+        event(1, type="rating", value=4.5, context={"device": "mobile"}, request_id="r1"),
+        event(2, timestamp=datetime(2026, 11, 20, 9, 30, tzinfo=UTC)),
+    ])  # fmt: skip
+    assert (result.accepted, result.duplicates, result.errors) == (2, 0, [])
+    frame = store.events_frame(columns=["event_id", "type", "value", "timestamp_us", "context", "request_id"])
+    rows = {r.event_id: r for r in frame.itertuples()}
+    assert rows["e1"].value == 4.5 and rows["e1"].type == "rating"
+    assert rows["e1"].context == {"device": "mobile"} and rows["e1"].request_id == "r1"
+    assert rows["e1"].timestamp_us == to_us("2026-11-21T10:00:00Z")
+    assert rows["e2"].timestamp_us == to_us("2026-11-20T09:30:00Z")
+
+
+def test_a_repeated_event_id_is_stored_once_and_reported(store) -> None:
+    first = store.ingest_events([event(1), event(2)])
+    second = store.ingest_events([event(2), event(3), event(3, user_id="someone-else")])
+    assert first.accepted == 2
+    assert second.accepted == 1
+    assert second.duplicate_ids == ["e2", "e3"]
+    assert second.event_ids == ["e2", "e3", "e3"]
+    assert store.counts()["events"] == 3
+    assert store.events_frame().set_index("event_id").loc["e3", "user_id"] == "u3"  # the first one won
+
+
+def test_events_without_id_get_a_content_id_so_a_resend_is_a_duplicate(store) -> None:
+    payload = {"user_id": "u1", "item_id": "i1", "type": "view", "timestamp": "2026-11-25T08:00:00Z"}
+    first = store.ingest_events([payload])
+    again = store.ingest_events([dict(payload)])
+    other = store.ingest_events([{**payload, "item_id": "i2"}])
+    assert first.accepted == 1 and first.event_ids[0]
+    assert again.accepted == 0 and again.duplicate_ids == first.event_ids
+    assert other.accepted == 1 and other.event_ids != first.event_ids
+
+
+def test_strict_mode_rejects_the_whole_batch_and_writes_nothing(store) -> None:
+    store.ingest_events([event(0)])
+    batch = [event(1), event(2), event(3, type="teleport"), event(4)]
+    with pytest.raises(InvalidBatchError, match=r"record 2: type: unknown event type 'teleport'") as caught:
+        store.ingest_events(batch, mode="strict")
+    assert [(e.index, e.field) for e in caught.value.errors] == [(2, "type")]
+    assert store.counts()["events"] == 1
+
+
+def test_lenient_mode_stores_the_valid_records_and_reports_the_rest(store) -> None:
+    batch = [event(1), event(2, value=float("nan")), event(3), {"item_id": "x", "type": "view"}]
+    result = store.ingest_events(batch, mode="lenient")
+    assert result.accepted == 2
+    assert [(e.index, e.field) for e in result.errors] == [(1, "value"), (3, "user_id")]
+    assert "finite" in result.errors[0].reason and "required" in result.errors[1].reason
+    assert result.event_ids == ["e1", None, "e3", None]
+    assert sorted(store.events_frame()["event_id"]) == ["e1", "e3"]
+
+
+def test_future_skew_is_judged_by_the_injected_clock(store_url: str) -> None:
+    clock = FixedClock(NOW)
+    with open_store(store_url, clock=clock, validation=ValidationConfig(max_future_skew_seconds=60)) as store:
+        soon = event(1, timestamp="2026-11-26T12:00:50Z")
+        later = event(2, timestamp="2026-11-26T12:05:00Z")
+        result = store.ingest_events([soon, later], mode="lenient")
+        assert result.accepted == 1 and result.errors[0].field == "timestamp"
+        assert "in the future" in result.errors[0].reason
+        clock.advance(600)
+        assert store.ingest_events([later]).accepted == 1
+        missing = store.ingest_events([{"user_id": "u", "item_id": "i", "type": "view"}])
+        stored = store.events_frame().set_index("event_id").loc[missing.event_ids[0], "timestamp_us"]
+        assert stored == clock.now_us()  # no timestamp: the clock's now
+
+
+def test_unknown_mode_is_refused(store) -> None:
+    with pytest.raises(ConfigError, match="unknown mode 'loose'"):
+        store.ingest_events([event(1)], mode="loose")
+
+
+def test_items_upsert_keeps_fields_a_record_leaves_out(store) -> None:
+    store.upsert_items([
+        {"item_id": "m1", "title": "Heat", "categories": ["Crime", "Drama"], "provider": "p1",
+         "created_at": "2026-01-01T00:00:00Z", "attributes": {"year": 1995}},
+        {"item_id": "m2", "title": "Up"},
+    ])  # fmt: skip
+    result = store.upsert_items([{"item_id": "m1", "available": False}, {"item_id": "m2", "title": "Up!"},
+                                 {"item_id": "m2", "text": "balloons"}])  # fmt: skip
+    assert result.accepted == 2
+    m1, m2 = store.get_items(["m1", "m2"])
+    assert m1["title"] == "Heat" and m1["categories"] == ["Crime", "Drama"] and m1["available"] is False
+    assert m1["attributes"] == {"year": 1995} and m1["created_at_us"] == to_us("2026-01-01T00:00:00Z")
+    assert (m2["title"], m2["text"], m2["categories"], m2["available"]) == ("Up!", "balloons", [], True)
+    assert [i["item_id"] for i in store.get_items(["m2", "nope", "m1"])] == ["m2", "m1"]
+    assert store.counts()["items"] == 2
+
+
+def test_item_and_user_errors_name_index_field_and_reason(store) -> None:
+    bad = [{"item_id": "ok"}, {"item_id": "x", "categories": "Comedy"}, {"title": "no id"}]
+    with pytest.raises(InvalidBatchError) as caught:
+        store.upsert_items(bad)
+    assert [(e.index, e.field) for e in caught.value.errors] == [(1, "categories"), (2, "item_id")]
+    assert store.counts()["items"] == 0
+    result = store.upsert_users([{"user_id": "u1", "attributes": {"preferred_categories": ["Jazz"]}},
+                                 {"user_id": "u2", "attributes": ["not", "an", "object"]}], mode="lenient")  # fmt: skip
+    assert result.accepted == 1 and result.errors[0].index == 1 and result.errors[0].field == "attributes"
+    assert store.get_users(["u1"])[0]["attributes"] == {"preferred_categories": ["Jazz"]}
+
+
+def test_events_frame_reads_a_time_range_in_time_order(store) -> None:
+    store.ingest_events([event(i) for i in range(10)])
+    since, until = to_us("2026-11-21T00:00:00Z"), to_us("2026-11-23T00:00:00Z")
+    frame = store.events_frame(since_us=since, until_us=until)
+    assert len(frame) == 4
+    assert frame["timestamp_us"].is_monotonic_increasing
+    assert frame["timestamp_us"].between(since, until - 1).all()
+    with pytest.raises(ConfigError, match="unknown event columns"):
+        store.events_frame(columns=["event_id", "colour"])
+
+
+def test_exposures_are_stored_once_with_their_items(store) -> None:
+    shown = Exposure(
+        request_id="r1", user_id="u1", variant="personalized", timestamp_us=to_us(NOW),
+        model_version="v1", config_hash="abc", context={"device": "tv"},
+        items=[ExposedItem(1, "m1", 0.9, "als", 1.0), ExposedItem(2, "m2", 0.5, "explore", 0.25)],
+    )  # fmt: skip
+    assert store.record_exposures([shown]) == 1
+    assert store.record_exposures([shown]) == 0
+    frame = store.exposures_frame()
+    assert list(frame["item_id"]) == ["m1", "m2"]
+    assert list(frame["propensity"]) == [1.0, 0.25]
+    assert set(frame["variant"]) == {"personalized"} and frame["context"].iloc[0] == {"device": "tv"}
+    assert store.counts()["exposures"] == 1
+
+
+def test_concurrent_writers_store_each_event_once(store_url: str, clock: FixedClock) -> None:
+    events = [event(i) for i in range(600)]
+    totals: list[int] = []
+    failures: list[BaseException] = []
+
+    def writer(seed: int) -> None:
+        order = events[:]
+        random.Random(seed).shuffle(order)
+        try:
+            with open_store(store_url, clock=clock) as s:
+                totals.append(sum(s.ingest_events(order[i : i + 50]).accepted for i in range(0, 600, 50)))
+        except BaseException as exc:  # surfaced below
+            failures.append(exc)
+
+    open_store(store_url, clock=clock).close()  # migrate once before the race
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert sum(totals) == 600
+    with open_store(store_url, clock=clock) as s:
+        assert s.counts()["events"] == 600
+
+
+def test_driver_errors_become_store_errors(store_url: str) -> None:
+    if store_url.startswith("sqlite"):
+        pytest.skip("a closed port is a PostgreSQL condition")
+    unreachable = "postgresql://postgres@127.0.0.1:1/none"
+    with pytest.raises(StoreError, match="could not migrate"):
+        open_store(unreachable)
+
+
+def test_unsupported_urls_are_refused() -> None:
+    with pytest.raises(ConfigError, match="unsupported store URL scheme 'mysql'"):
+        open_store("mysql://localhost/db")
+    with pytest.raises(ConfigError, match="is not a database URL"):
+        open_store("not a url")
+
+
+def test_sqlite_is_durable_by_configuration(tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    engine.dispose()
