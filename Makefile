@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(BIN)/tastemaker demo --db sqlite:///tastemaker-demo.db
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -1,7 +1,15 @@
 """tastemaker: a personalization engine. Events in, ranked personal lists out, with proof they help."""
 
 from tastemaker.clock import Clock, FixedClock, SystemClock
-from tastemaker.data import Dataset, Snapshot, SnapshotConfig, import_dataset, load_dataset, read_movielens, split
+from tastemaker.data import (
+    Dataset,
+    Snapshot,
+    SnapshotConfig,
+    import_dataset,
+    load_dataset,
+    read_movielens,
+    split,
+)
 from tastemaker.errors import (
     ConfigError,
     DataFormatError,

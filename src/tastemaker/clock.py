@@ -47,7 +47,9 @@ class FixedClock:
 
     def __init__(self, start: datetime | str) -> None:
         if not isinstance(start, datetime | str):
-            raise TypeError(f"FixedClock takes a datetime or ISO string; for microseconds use FixedClock.from_us({start!r})")
+            raise TypeError(
+                f"FixedClock takes a datetime or ISO string; for microseconds use FixedClock.from_us({start!r})"
+            )
         self._now = to_us(start)
 
     @classmethod
@@ -88,10 +90,10 @@ def _to_us(value: object) -> int:
         if not math.isfinite(value):
             raise ValueError(f"timestamp {value!r} is not a finite number")
         return round(float(value) * US_PER_SECOND)
-    if isinstance(value, pd.Timestamp):  # its own arithmetic is slow; .value is UTC ns (wall ns if naive)
-        if value is pd.NaT:
-            raise ValueError("timestamp is NaT (missing)")
-        return int(value.value) // 1000
+    if value is pd.NaT or (isinstance(value, np.datetime64) and np.isnat(value)):
+        raise ValueError("timestamp is missing (NaT)")
+    if isinstance(value, pd.Timestamp):  # its own arithmetic is slow; as datetime64 it is UTC (wall if naive)
+        return int(value.to_datetime64().astype("datetime64[us]").astype(np.int64))
     if isinstance(value, np.datetime64):
         value = pd.Timestamp(value)
     if isinstance(value, str):

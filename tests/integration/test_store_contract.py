@@ -202,12 +202,12 @@ def test_concurrent_writers_store_each_event_once(store_url: str, clock: FixedCl
         assert s.counts()["events"] == 600
 
 
-def test_driver_errors_become_store_errors(store_url: str) -> None:
-    if store_url.startswith("sqlite"):
-        pytest.skip("a closed port is a PostgreSQL condition")
-    unreachable = "postgresql://postgres@127.0.0.1:1/none"
+def test_driver_errors_become_store_errors(tmp_path) -> None:
     with pytest.raises(StoreError, match="could not migrate"):
-        open_store(unreachable)
+        open_store("postgresql://postgres@127.0.0.1:1/none")  # nothing listens on port 1
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match="cannot create the folder"):
+        open_store(f"sqlite:///{tmp_path / 'file' / 'sub' / 'x.db'}")
 
 
 def test_unsupported_urls_are_refused() -> None:
@@ -223,3 +223,81 @@ def test_sqlite_is_durable_by_configuration(tmp_path) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
     engine.dispose()
+
+
+# -- what PostgreSQL and SQLite would otherwise disagree on: validated before any write ------------
+
+
+@pytest.mark.parametrize(
+    ("bad", "field", "reason"),
+    [
+        ({"user_id": "u\x00x"}, "user_id", "NUL character"),
+        ({"item_id": "i\ud800"}, "item_id", "unpaired surrogate"),
+        ({"context": {"note": "a\x00b"}}, "context", "NUL character"),
+        ({"context": {"note": "\ud83d"}}, "context", "not JSON-serialisable"),
+        ({"event_id": ""}, "event_id", "must not be empty"),
+        ({"request_id": "  "}, "request_id", "must not be empty"),
+        ({"user_id": 10**5000}, "user_id", "integer too long"),
+    ],
+)
+def test_a_record_no_back_end_could_store_is_rejected_alone(store, bad: dict, field: str, reason: str) -> None:
+    result = store.ingest_events([event(1), event(2, **bad), event(3)], mode="lenient")
+    assert result.accepted == 2
+    assert [(e.index, e.field) for e in result.errors] == [(1, field)]
+    assert reason in result.errors[0].reason
+    assert sorted(store.events_frame()["event_id"]) == ["e1", "e3"]
+
+
+def test_items_with_unstorable_text_are_rejected_alone(store) -> None:
+    result = store.upsert_items([{"item_id": "a", "title": "ok"}, {"item_id": "b", "title": "x\x00"},
+                                 {"item_id": "c", "categories": ["Jazz", "\ud800"]}], mode="lenient")  # fmt: skip
+    assert result.accepted == 1 and [(e.index, e.field) for e in result.errors] == [
+        (1, "title"),
+        (2, "categories"),
+    ]
+
+
+def test_json_objects_round_trip_including_empty_ones(store) -> None:
+    store.ingest_events([event(1, context={}), event(2, context={"n": 1.5, "tags": ["a", "b"], "ok": True})])
+    frame = store.events_frame(columns=["event_id", "context"]).set_index("event_id")
+    assert frame.loc["e1", "context"] == {}
+    assert frame.loc["e2", "context"] == {"n": 1.5, "tags": ["a", "b"], "ok": True}
+
+
+def test_content_ids_tell_apart_what_differs(store) -> None:
+    base = {"user_id": "u", "item_id": "i", "type": "view", "timestamp": "2026-11-25T08:00:00Z"}
+    result = store.ingest_events([base, {**base, "request_id": "None"}, {**base, "user_id": "u\x1fi", "item_id": "x"},
+                                  {**base, "user_id": "u", "item_id": "i\x1fx"}])  # fmt: skip
+    assert result.accepted == 4 and len(set(result.event_ids)) == 4
+
+
+def test_a_request_id_repeated_in_one_exposure_batch_is_stored_once_as_first_sent(store) -> None:
+    def shown(user: str, item: str) -> Exposure:
+        return Exposure("r1", user, "personalized", to_us(NOW), [ExposedItem(1, item, propensity=1.0)])
+
+    assert store.record_exposures([shown("u1", "m1"), shown("u2", "m2")]) == 1
+    frame = store.exposures_frame()
+    assert frame[["user_id", "item_id"]].values.tolist() == [["u1", "m1"]]
+
+
+def test_invalid_exposures_are_refused_before_writing(store) -> None:
+    bad = Exposure("r9", "u1", "v" * 65, to_us(NOW), [ExposedItem(1, "m1", propensity=1.5)])
+    with pytest.raises(InvalidBatchError) as caught:
+        store.record_exposures([bad])
+    assert [(e.index, e.field) for e in caught.value.errors] == [(0, "variant"), (0, "items[0].propensity")]
+    assert store.counts()["exposures"] == 0
+
+
+def test_a_schema_from_a_newer_version_is_a_store_error(store_url: str, clock: FixedClock) -> None:
+    open_store(store_url, clock=clock).close()
+    engine = make_engine(store_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    engine.dispose()
+    with pytest.raises(StoreError, match="has a schema this version cannot use"):
+        open_store(store_url, clock=clock)
+
+
+def test_in_memory_sqlite_is_refused_with_an_alternative() -> None:
+    with pytest.raises(ConfigError, match="in-memory SQLite is not supported; use a file"):
+        open_store("sqlite://")

@@ -40,7 +40,10 @@ class ImplicitALS(CandidateSource):
         seen = exclude if exclude is not None else sp.csr_matrix((len(users), snap.n_items), dtype=np.float32)
         with threadpool_limits(1, "blas"):
             ids, scores = self.model.recommend(
-                users, sp.csr_matrix(seen), N=min(n, snap.n_items), filter_already_liked_items=exclude is not None
+                users,
+                sp.csr_matrix(seen),
+                N=min(n, snap.n_items),
+                filter_already_liked_items=exclude is not None,
             )
         ids = np.atleast_2d(ids)
         scores = np.atleast_2d(scores)

@@ -21,7 +21,7 @@ import_app = typer.Typer(help="Import data into a store.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 # Tables are wide: when stdout is not a terminal (CI logs, pipes), don't squeeze them to 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 180)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays one greppable line
 
 DbOption = Annotated[str, typer.Option("--db", help="Store URL: sqlite:///PATH or postgresql://...",
                                        envvar="TASTEMAKER_DB")]  # fmt: skip
@@ -122,7 +122,8 @@ def evaluate(
 ) -> None:
     """Evaluate models on a dataset under a published protocol; prints a table."""
     from tastemaker.data import load_dataset
-    from tastemaker.evaluation import evaluate as run, result_table
+    from tastemaker.evaluation import evaluate as run
+    from tastemaker.evaluation import result_table
 
     with _errors(), err.status("loading data") as status:
         result = run(
@@ -158,4 +159,3 @@ def demo(
         _print_import(result.second_import)
         console.print("rows in store: " + ", ".join(f"{k} {v:,}" for k, v in result.counts.items()))
         console.print(result_table(result.evaluation))
-

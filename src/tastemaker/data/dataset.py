@@ -21,7 +21,16 @@ from tastemaker.errors import DataFormatError
 __all__ = ["EVENT_FIELDS", "ITEM_FIELDS", "USER_FIELDS", "Dataset", "frame_records"]
 
 EVENT_FIELDS = ("event_id", "user_id", "item_id", "type", "value", "timestamp_us")
-ITEM_FIELDS = ("item_id", "title", "text", "categories", "provider", "created_at_us", "available", "attributes")
+ITEM_FIELDS = (
+    "item_id",
+    "title",
+    "text",
+    "categories",
+    "provider",
+    "created_at_us",
+    "available",
+    "attributes",
+)
 USER_FIELDS = ("user_id", "created_at_us", "attributes")
 
 
@@ -57,9 +66,7 @@ def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
         col = frame[name]
         if name.endswith("_us"):
             stamps = pd.to_datetime(col.astype("Int64"), unit="us", utc=True)
-            out[name[:-3]] = np.array(
-                [None if pd.isna(s) else s.to_pydatetime() for s in stamps], dtype=object
-            )
+            out[name[:-3]] = np.array([None if pd.isna(s) else s.to_pydatetime() for s in stamps], dtype=object)
         elif pd.api.types.is_float_dtype(col):
             values = col.to_numpy(dtype=float)
             out[name] = np.where(np.isnan(values), None, values).astype(object)

@@ -63,17 +63,22 @@ def read_movielens(path: str | Path) -> Dataset:
 def _read_latest(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     ratings = pd.read_csv(folder / "ratings.csv", dtype={"userId": str, "movieId": str})
     _require(ratings, ["userId", "movieId", "rating", "timestamp"], "ratings.csv")
-    movies = pd.read_csv(folder / "movies.csv", dtype=str, keep_default_na=False) if (
-        folder / "movies.csv"
-    ).is_file() else pd.DataFrame(columns=["movieId", "title", "genres"])
+    movies = (
+        pd.read_csv(folder / "movies.csv", dtype=str, keep_default_na=False)
+        if (folder / "movies.csv").is_file()
+        else pd.DataFrame(columns=["movieId", "title", "genres"])
+    )
     _require(movies, ["movieId", "title", "genres"], "movies.csv")
-    items = pd.DataFrame({
-        "item_id": movies["movieId"],
-        "title": movies["title"],
-        "categories": [[g for g in s.split("|") if g and g not in NO_GENRE] for s in movies["genres"]],
-    })
+    items = pd.DataFrame(
+        {
+            "item_id": movies["movieId"],
+            "title": movies["title"],
+            "categories": [[g for g in s.split("|") if g and g not in NO_GENRE] for s in movies["genres"]],
+        }
+    )
     if (folder / "tags.csv").is_file():
-        tags = pd.read_csv(folder / "tags.csv", dtype={"userId": str, "movieId": str, "tag": str})
+        # A tag is text: "NA" or "null" are tags, not missing values.
+        tags = pd.read_csv(folder / "tags.csv", dtype=str, keep_default_na=False)
         items = _attach_tags(items, tags.rename(columns={"movieId": "item_id"}))
     return ratings.rename(columns={"userId": "user_id", "movieId": "item_id"}), items, _no_users()
 
@@ -90,9 +95,7 @@ def _read_100k(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         genres = tuple(name for name, _ in sorted(pairs, key=lambda p: int(p[1])))
     items = pd.DataFrame(columns=["item_id", "title", "categories"])
     if (folder / "u.item").is_file():
-        raw = pd.read_csv(
-            folder / "u.item", sep="|", header=None, encoding="latin-1", dtype=str, keep_default_na=False
-        )
+        raw = pd.read_csv(folder / "u.item", sep="|", header=None, encoding="latin-1", dtype=str, keep_default_na=False)
         if raw.shape[1] != 5 + len(genres):
             raise DataFormatError(
                 f"u.item has {raw.shape[1]} columns; expected {5 + len(genres)} (5 fields + {len(genres)} genres)"
@@ -115,15 +118,16 @@ def _read_100k(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 
 def _read_1m(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     ratings = _read_dat(folder / "ratings.dat", ["user_id", "item_id", "rating", "timestamp"])
-    ratings = ratings.astype({"rating": float, "timestamp": np.int64})
     items = pd.DataFrame(columns=["item_id", "title", "categories"])
     if (folder / "movies.dat").is_file():
         movies = _read_dat(folder / "movies.dat", ["item_id", "title", "genres"])
-        items = pd.DataFrame({
-            "item_id": movies["item_id"],
-            "title": movies["title"],
-            "categories": [[g for g in s.split("|") if g and g not in NO_GENRE] for s in movies["genres"]],
-        })
+        items = pd.DataFrame(
+            {
+                "item_id": movies["item_id"],
+                "title": movies["title"],
+                "categories": [[g for g in s.split("|") if g and g not in NO_GENRE] for s in movies["genres"]],
+            }
+        )
     if (folder / "tags.dat").is_file():
         tags = _read_dat(folder / "tags.dat", ["user_id", "item_id", "tag", "timestamp"])
         items = _attach_tags(items, tags)

@@ -131,14 +131,18 @@ class Snapshot:
         return self.item_ids.get_indexer(pd.Index(np.atleast_1d(np.asarray(item_ids, dtype=object))))
 
     @classmethod
-    def from_store(cls, store: Store, *, cutoff_us: int | None = None, config: SnapshotConfig | None = None) -> Snapshot:
+    def from_store(
+        cls, store: Store, *, cutoff_us: int | None = None, config: SnapshotConfig | None = None
+    ) -> Snapshot:
         """Snapshot of ``store`` as of ``cutoff_us`` (default: the store clock's now)."""
         cutoff = store.clock.now_us() if cutoff_us is None else cutoff_us
         events = store.events_frame(until_us=cutoff)
         return cls.from_frames(events, store.items_frame(), store.users_frame(), cutoff_us=cutoff, config=config)
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset, *, cutoff_us: int | None = None, config: SnapshotConfig | None = None) -> Snapshot:
+    def from_dataset(
+        cls, dataset: Dataset, *, cutoff_us: int | None = None, config: SnapshotConfig | None = None
+    ) -> Snapshot:
         return cls.from_frames(dataset.events, dataset.items, dataset.users, cutoff_us=cutoff_us, config=config)
 
     @classmethod
@@ -157,7 +161,12 @@ class Snapshot:
             events = events[events["timestamp_us"] < cutoff_us]
         last_active = events.groupby("user_id", sort=False)["timestamp_us"].max()
         return cls.from_interactions(
-            to_interactions(events, config), items, users, cutoff_us=cutoff_us, config=config, last_active=last_active
+            to_interactions(events, config),
+            items,
+            users,
+            cutoff_us=cutoff_us,
+            config=config,
+            last_active=last_active,
         )
 
     @classmethod

@@ -25,8 +25,10 @@ CATEGORY_NAMES = (
     "Jazz", "Rock", "Classical", "Cooking", "Travel", "Science", "History", "Sports", "Fantasy", "Crime",
     "Music", "Nature", "Tech", "Kids", "Mystery",
 )  # fmt: skip
-_WORDS = ("night", "river", "signal", "garden", "engine", "echo", "harbor", "summit", "orbit", "lantern",
-          "mirror", "meadow", "circuit", "ember", "atlas", "canyon", "violet", "compass", "harvest", "tide")  # fmt: skip
+_WORDS = (
+    "night", "river", "signal", "garden", "engine", "echo", "harbor", "summit", "orbit", "lantern",
+    "mirror", "meadow", "circuit", "ember", "atlas", "canyon", "violet", "compass", "harvest", "tide",
+)  # fmt: skip
 DAY_US = 86_400 * US_PER_SECOND
 
 

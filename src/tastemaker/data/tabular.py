@@ -56,14 +56,20 @@ def read_events_table(
     n = len(frame)
     event_id, kind, value = col("event_id"), col("type"), col("value")
     events = pd.DataFrame({
-        "event_id": event_id.astype(object).where(event_id.notna(), None) if event_id is not None else [None] * n,
-        "user_id": frame[columns["user_id"]].astype(str),
-        "item_id": frame[columns["item_id"]].astype(str),
-        "type": kind.astype(str) if kind is not None else event_type,
-        "value": pd.to_numeric(value, errors="coerce") if value is not None else np.nan,
+        "event_id": _text(event_id) if event_id is not None else [None] * n,
+        "user_id": _text(frame[columns["user_id"]]),  # blanks stay missing: the store names them
+        "item_id": _text(frame[columns["item_id"]]),
+        "type": _text(kind) if kind is not None else event_type,
+        "value": (pd.to_numeric(value, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+                  if value is not None else np.nan),  # fmt: skip
         "timestamp_us": _timestamps(frame[columns["timestamp"]], time_unit, Path(path).name),
     })  # fmt: skip
     return Dataset(name=f"events:{Path(path).name}", events=events)
+
+
+def _text(column: pd.Series) -> np.ndarray:
+    """Cells as strings (numeric ids included), missing cells as None."""
+    return np.array([None if pd.isna(v) else str(v) for v in column], dtype=object)
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -78,16 +84,19 @@ def _read(path: Path) -> pd.DataFrame:
 
 
 def _timestamps(raw: pd.Series, unit: TimeUnit, name: str) -> pd.Series:
-    if unit == "iso" or not pd.api.types.is_numeric_dtype(raw):
-        parsed = pd.to_datetime(raw, utc=True, errors="coerce", format="ISO8601")
-        bad = parsed.isna().to_numpy()
-        _raise_if_bad(raw, bad, "iso", name)
-        us = parsed.astype("datetime64[us, UTC]").astype("int64")
-    else:
-        numbers = pd.to_numeric(raw, errors="coerce").astype(float)
+    """Numbers in ``unit``, or ISO-8601 text. With a numeric unit, a column where some cells are numbers is
+    numeric and the other cells are errors; a column with no number at all is read as ISO text."""
+    if pd.api.types.is_datetime64_any_dtype(raw):  # Parquet timestamps: naive means UTC
+        stamps = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw.dt.tz_convert("UTC")
+        _raise_if_bad(raw, stamps.isna().to_numpy(), "datetime", name)
+        return stamps.astype("datetime64[us, UTC]").astype("int64").reset_index(drop=True)
+    numbers = pd.to_numeric(raw, errors="coerce").astype(float) if unit != "iso" else None
+    if numbers is not None and numbers.notna().any():
         _raise_if_bad(raw, numbers.isna().to_numpy(), unit, name)
-        us = (numbers * _FACTORS[unit]).round().astype(np.int64)
-    return us.reset_index(drop=True)
+        return (numbers * _FACTORS[unit]).round().astype(np.int64).reset_index(drop=True)
+    parsed = pd.to_datetime(raw, utc=True, errors="coerce", format="ISO8601")
+    _raise_if_bad(raw, parsed.isna().to_numpy(), "iso", name)
+    return parsed.astype("datetime64[us, UTC]").astype("int64").reset_index(drop=True)
 
 
 def _raise_if_bad(raw: pd.Series, bad: np.ndarray, unit: str, name: str) -> None:

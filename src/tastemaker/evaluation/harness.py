@@ -121,7 +121,7 @@ def score_lists(recs: np.ndarray, relevant: sp.csr_matrix, snap: Snapshot, k: in
         f"hit_rate@{k}": mean(m.hit_rate(h)),
         "mrr": mean(m.reciprocal_rank(h)),
         "coverage": m.catalog_coverage(recs, catalog),
-        "novelty": m.novelty(recs, item_users, snap.n_users),
+        "novelty": m.novelty(recs, item_users, int((np.diff(snap.matrix.indptr) > 0).sum())),
         "diversity": float(np.nanmean(diversity)) if np.isfinite(diversity).any() else 0.0,
         "gini": m.exposure_gini(recs, catalog),
     }

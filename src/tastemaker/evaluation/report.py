@@ -14,8 +14,7 @@ def result_table(result: dict[str, Any]) -> Table:
     columns = [f"ndcg@{k}", "map", f"precision@{k}", f"recall@{k}", f"hit_rate@{k}", "mrr", "coverage",
                "novelty", "diversity", "fit_seconds", "recommend_seconds"]  # fmt: skip
     table = Table(
-        title=f"{result['dataset']} · {result['protocol']} · k={k} · "
-        f"{result['n_users_evaluated']} users evaluated",
+        title=f"{result['dataset']} · {result['protocol']} · k={k} · {result['n_users_evaluated']} users evaluated",
         title_justify="left",
     )
     table.add_column("model", style="bold")

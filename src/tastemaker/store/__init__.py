@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from tastemaker.clock import Clock, SystemClock
-from tastemaker.store.base import EVENT_COLUMNS, ExposedItem, Exposure, IngestResult, Mode, Store, UpsertResult
+from tastemaker.store.base import (
+    EVENT_COLUMNS,
+    ExposedItem,
+    Exposure,
+    IngestResult,
+    Mode,
+    Store,
+    UpsertResult,
+)
 from tastemaker.store.engine import DEFAULT_URL, make_engine, migrate
 from tastemaker.store.sql import SqlStore
 from tastemaker.store.validation import DEFAULT_EVENT_TYPES, ValidationConfig

@@ -19,10 +19,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
 ID_LENGTH = 256
+TYPE_LENGTH = 64
 
 metadata = MetaData()
 _json = JSON().with_variant(JSONB(), "postgresql")
@@ -58,7 +60,7 @@ events = Table(
     Column("event_id", String(ID_LENGTH), primary_key=True),
     Column("user_id", String(ID_LENGTH), nullable=False),
     Column("item_id", String(ID_LENGTH), nullable=False),
-    Column("type", String(64), nullable=False),
+    Column("type", String(TYPE_LENGTH), nullable=False),
     Column("value", Float, nullable=True),
     Column("timestamp_us", BigInteger, nullable=False),
     Column("context", _json, nullable=True),
@@ -66,8 +68,13 @@ events = Table(
     Column("ingested_at_us", BigInteger, nullable=False),
     Index("ix_events_timestamp", "timestamp_us"),
     Index("ix_events_user_time", "user_id", "timestamp_us"),
-    Index("ix_events_item", "item_id"),
-    Index("ix_events_request", "request_id"),
+    # Most events carry no request id: a partial index keeps attribution lookups cheap to maintain.
+    Index(
+        "ix_events_request",
+        "request_id",
+        sqlite_where=text("request_id IS NOT NULL"),
+        postgresql_where=text("request_id IS NOT NULL"),
+    ),
     Index("ix_events_ingested", "ingested_at_us"),
 )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -16,7 +15,13 @@ from tastemaker.clock import Clock
 from tastemaker.errors import ConfigError, InvalidBatchError, RecordError, StoreError
 from tastemaker.store.base import EVENT_COLUMNS, Exposure, IngestResult, Mode, Records, Store, UpsertResult
 from tastemaker.store.schema import events, exposure_items, exposures, items, users
-from tastemaker.store.validation import ValidationConfig, validate_events, validate_items, validate_users
+from tastemaker.store.validation import (
+    ValidationConfig,
+    validate_events,
+    validate_exposures,
+    validate_items,
+    validate_users,
+)
 
 __all__ = ["SqlStore"]
 
@@ -36,10 +41,11 @@ class SqlStore(Store):
         self._engine = engine
         self.clock = clock
         self.validation = validation
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._dialect = engine.dialect.name
+        self._insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
         # Events go to the driver directly as multi-row INSERTs: SQLAlchemy's per-row parameter
         # processing would cost more than the database's own work on ingestion's hot path.
-        mark, json_mark = ("%s", "CAST(%s AS JSONB)") if engine.dialect.name == "postgresql" else ("?", "?")
+        mark, json_mark = ("%s", "CAST(%s AS JSONB)") if self._dialect == "postgresql" else ("?", "?")
         self._event_row_marks = "(" + ", ".join(json_mark if c == "context" else mark for c in _EVENT_COLUMNS) + ")"
         self._event_sql: dict[int, str] = {}
 
@@ -72,28 +78,36 @@ class SqlStore(Store):
         return IngestResult(len(inserted), duplicates, errors, event_ids)
 
     def _insert_new_events(self, rows: list[dict[str, Any]]) -> set[str]:
-        """Insert rows whose id is not stored yet, in one transaction; return the ids inserted.
+        """Insert the rows whose id is not stored yet, in one transaction; return the ids inserted.
 
-        ``ON CONFLICT DO NOTHING RETURNING`` makes this exact under concurrent writers on both back
-        ends: a row another transaction stored first is skipped and not returned. Rows go in sorted by
-        id, so concurrent writers take row locks in one order and cannot deadlock on PostgreSQL.
+        Exact under concurrent writers on both back ends, each in its own way. SQLite has one write
+        lock, taken at BEGIN IMMEDIATE: ids read under it cannot be stored by anyone else before this
+        commit, so a plain ``executemany`` of the new rows is safe (and the fastest path). PostgreSQL
+        writers run concurrently: ``ON CONFLICT DO NOTHING RETURNING`` skips, and does not return, a row
+        another transaction stored first; rows go in sorted by id so writers lock in one order and
+        cannot deadlock.
         """
-        inserted: set[str] = set()
         ordered = sorted(rows, key=lambda r: r["event_id"])
+        inserted: set[str] = set()
         with self._transaction("ingest events", write=True) as conn:
+            if self._dialect == "sqlite":
+                stored: set[str] = set()
+                for chunk in _chunks([r["event_id"] for r in ordered], 900):
+                    stored.update(conn.execute(select(events.c.event_id).where(events.c.event_id.in_(chunk))).scalars())
+                new = [_event_tuple(r) for r in ordered if r["event_id"] not in stored]
+                if new:
+                    conn.exec_driver_sql(self._event_insert_sql(1), new)
+                return {t[0] for t in new}
             for chunk in _chunks(ordered, _EVENT_CHUNK):
-                params = [value for row in chunk for value in _event_tuple(row)]
-                result = conn.exec_driver_sql(self._event_insert_sql(len(chunk)), tuple(params))
-                inserted.update(r[0] for r in result)
+                params = tuple(value for row in chunk for value in _event_tuple(row))
+                inserted.update(r[0] for r in conn.exec_driver_sql(self._event_insert_sql(len(chunk)), params))
         return inserted
 
     def _event_insert_sql(self, n_rows: int) -> str:
         if n_rows not in self._event_sql:
             values = ", ".join([self._event_row_marks] * n_rows)
-            self._event_sql[n_rows] = (
-                f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES {values} "
-                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-            )
+            conflict = "" if self._dialect == "sqlite" else " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+            self._event_sql[n_rows] = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES {values}{conflict}"
         return self._event_sql[n_rows]
 
     def upsert_items(self, records: Records, *, mode: Mode = "strict") -> UpsertResult:
@@ -126,6 +140,13 @@ class SqlStore(Store):
         return len(merged)
 
     def record_exposures(self, exposures_: Sequence[Exposure]) -> int:
+        errors = validate_exposures(exposures_, self.validation)
+        if errors:
+            raise InvalidBatchError(errors)
+        unique: dict[str, Exposure] = {}
+        for exposure in exposures_:  # a request id repeated within the batch: the first one wins
+            unique.setdefault(exposure.request_id, exposure)
+        exposures_ = list(unique.values())
         if not exposures_:
             return 0
         head = [
@@ -226,17 +247,16 @@ class SqlStore(Store):
             cause = getattr(exc, "orig", None) or exc
             raise StoreError(f"could not {what} in {self.url}: {cause.__class__.__name__}: {cause}") from exc
         except OverflowError as exc:  # raised by the driver while binding, outside SQLAlchemy's wrapping
-            raise StoreError(f"could not {what} in {self.url}: a number is out of the database's range ({exc})") from exc
+            raise StoreError(
+                f"could not {what} in {self.url}: a number is out of the database's range ({exc})"
+            ) from exc
 
     def close(self) -> None:
         self._engine.dispose()
 
 
 def _event_tuple(row: dict[str, Any]) -> tuple[Any, ...]:
-    context = row["context"]
-    return (row["event_id"], row["user_id"], row["item_id"], row["type"], row["value"], row["timestamp_us"],
-            json.dumps(context, separators=(",", ":")) if context else None, row["request_id"],
-            row["ingested_at_us"])  # fmt: skip
+    return tuple(row[c] for c in _EVENT_COLUMNS)  # context is already JSON text (validation made it)
 
 
 def _check_mode(mode: str, errors: list[RecordError]) -> None:

@@ -51,8 +51,13 @@ def upgrade() -> None:
     )
     op.create_index("ix_events_timestamp", "events", ["timestamp_us"])
     op.create_index("ix_events_user_time", "events", ["user_id", "timestamp_us"])
-    op.create_index("ix_events_item", "events", ["item_id"])
-    op.create_index("ix_events_request", "events", ["request_id"])
+    op.create_index(
+        "ix_events_request",
+        "events",
+        ["request_id"],
+        sqlite_where=sa.text("request_id IS NOT NULL"),
+        postgresql_where=sa.text("request_id IS NOT NULL"),
+    )
     op.create_index("ix_events_ingested", "events", ["ingested_at_us"])
     op.create_table(
         "exposures",

@@ -1,0 +1,115 @@
+"""Snapshots: weighting, the cutoff, vocabularies, metadata arrays, and the store path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from tastemaker.clock import FixedClock, to_us
+from tastemaker.data import Dataset, EventWeight, Snapshot, SnapshotConfig, import_dataset, to_interactions
+from tastemaker.errors import ConfigError
+from tastemaker.store import open_store
+
+T0 = to_us("2026-03-01T00:00:00Z")
+HOUR = 3_600_000_000
+
+
+def events(*rows: tuple[str, str, str, float | None, int]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(f"e{n}", u, i, t, np.nan if v is None else v, ts) for n, (u, i, t, v, ts) in enumerate(rows)],
+        columns=["event_id", "user_id", "item_id", "type", "value", "timestamp_us"],
+    )
+
+
+ITEMS = pd.DataFrame({
+    "item_id": ["a", "b", "c", "late"],
+    "title": ["A", "B", None, "Late"],
+    "text": [None, "bee", None, None],
+    "categories": [["Jazz"], ["Jazz", "Rock"], [], ["Rock"]],
+    "provider": ["p1", None, "p2", "p1"],
+    "created_at_us": [T0 - 10 * HOUR, None, None, T0 + 100 * HOUR],
+    "available": [True, False, True, True],
+    "attributes": [{}, {}, {}, {}],
+})  # fmt: skip
+
+
+def test_event_weights_sum_by_default_and_ignore_unlisted_types() -> None:
+    ev = events(("u", "a", "view", None, T0), ("u", "a", "click", None, T0 + 1), ("u", "b", "skip", None, T0 + 2))
+    inter = to_interactions(ev, SnapshotConfig())
+    assert inter[["item_id", "weight", "n_events"]].values.tolist() == [["a", 3.0, 2]]
+    assert to_interactions(ev, SnapshotConfig(aggregate="max"))["weight"].tolist() == [2.0]
+
+
+def test_strong_values_and_minimum_values() -> None:
+    rule = EventWeight(weight=1.0, min_value=2.5, strong_value=4.0, strong_weight=5.0)
+    config = SnapshotConfig(event_weights={"rating": rule})
+    ev = events(("u", "a", "rating", 4.5, T0), ("u", "b", "rating", 3.0, T0), ("u", "c", "rating", 2.0, T0))
+    inter = to_interactions(ev, config).set_index("item_id")
+    assert inter["weight"].to_dict() == {"a": 5.0, "b": 1.0}  # c is below min_value
+    with pytest.raises(ConfigError, match="strong_value and strong_weight go together"):
+        SnapshotConfig.from_dict({"event_weights": {"rating": {"strong_value": 4}}})
+
+
+def test_pairs_keep_first_appearance_order_and_the_latest_value() -> None:
+    ev = events(("u2", "b", "rating", 2.0, T0 + 5), ("u1", "a", "rating", 4.0, T0), ("u2", "b", "rating", 5.0, T0 + 9))
+    inter = to_interactions(ev, SnapshotConfig())
+    assert inter[["user_id", "item_id"]].values.tolist() == [["u2", "b"], ["u1", "a"]]
+    assert inter.iloc[0]["rating"] == 5.0 and inter.iloc[0]["timestamp_us"] == T0 + 5
+    assert inter.iloc[0]["last_timestamp_us"] == T0 + 9
+
+
+def test_cutoff_excludes_later_events_and_later_items() -> None:
+    ev = events(("u1", "a", "click", None, T0), ("u1", "b", "view", None, T0 + HOUR),
+                ("u2", "c", "skip", None, T0 + 2 * HOUR), ("u3", "c", "click", None, T0 + 3 * HOUR))  # fmt: skip
+    snap = Snapshot.from_frames(ev, ITEMS, cutoff_us=T0 + 3 * HOUR)
+    assert isinstance(snap.matrix, sp.csr_matrix) and snap.matrix.dtype == np.float32
+    assert list(snap.item_ids) == ["a", "b", "c"]  # "late" is created after the cutoff
+    assert list(snap.user_ids) == ["u1"]  # u2 only skipped (not counted); u3 is after the cutoff
+    assert snap.matrix.toarray().tolist() == [[2.0, 1.0, 0.0]]
+    assert snap.user_last_active_us.tolist() == [T0 + HOUR]
+
+
+def test_last_activity_counts_every_event_type() -> None:
+    ev = events(("u1", "a", "click", None, T0), ("u1", "b", "skip", None, T0 + 7))
+    snap = Snapshot.from_frames(ev, ITEMS)
+    assert snap.user_last_active_us[snap.user_index("u1")[0]] == T0 + 7
+
+
+def test_item_metadata_is_aligned_with_the_vocabulary() -> None:
+    ev = events(("u1", "b", "click", None, T0 + 5), ("u1", "zz", "click", None, T0 + 6))
+    snap = Snapshot.from_frames(ev, ITEMS)
+    idx = dict(zip(snap.item_ids, range(snap.n_items), strict=True))
+    assert list(snap.categories) == ["Jazz", "Rock"]
+    assert snap.item_categories[idx["b"]].toarray().tolist() == [[1.0, 1.0]]
+    assert snap.item_categories[idx["c"]].nnz == 0
+    assert snap.item_title[idx["c"]] == "" and snap.item_text[idx["b"]] == "bee"
+    assert snap.item_provider[idx["a"]] == "p1" and snap.item_provider[idx["zz"]] == ""
+    assert bool(snap.item_available[idx["b"]]) is False and bool(snap.item_available[idx["zz"]]) is True
+    created = snap.item_created_at_us
+    assert created[idx["a"]] == T0 - 10 * HOUR  # from the catalog
+    assert created[idx["b"]] == T0 + 5  # unknown: the item's first event
+    assert created[idx["c"]] == -1  # unknown and never seen
+
+
+def test_index_lookups_mark_unknown_ids() -> None:
+    snap = Snapshot.from_frames(events(("u1", "a", "click", None, T0)), ITEMS)
+    assert snap.user_index(["u1", "ghost"]).tolist() == [0, -1]
+    assert snap.item_index("c").tolist() == [2]
+
+
+def test_store_snapshot_equals_frame_snapshot(tmp_path, small_world: Dataset) -> None:
+    cutoff = to_us("2026-01-20T00:00:00Z")
+    clock = FixedClock("2026-12-01T00:00:00Z")
+    with open_store(f"sqlite:///{tmp_path / 's.db'}", clock=clock) as store:
+        import_dataset(store, small_world)
+        from_store = Snapshot.from_store(store, cutoff_us=cutoff)
+        clock.set("2026-01-20T00:00:00Z")
+        assert (Snapshot.from_store(store).matrix != from_store.matrix).nnz == 0  # cutoff defaults to now
+    from_frames = Snapshot.from_dataset(small_world, cutoff_us=cutoff)
+    assert list(from_store.user_ids) == list(from_frames.user_ids)
+    assert list(from_store.item_ids) == list(from_frames.item_ids)
+    assert (from_store.matrix != from_frames.matrix).nnz == 0
+    assert np.array_equal(from_store.user_last_active_us, from_frames.user_last_active_us)
+    assert np.array_equal(from_store.item_created_at_us, from_frames.item_created_at_us)
