@@ -29,7 +29,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     if not (args.path / "ratings.csv").is_file():
-        raise SystemExit(f"ml-latest-small not found at {args.path}; pass --path")
+        print(f"skipped: ml-latest-small not found at {args.path} (pass --path); it is never copied into the repo")
+        return
     first, second, counts = [], [], {}
     for r in range(args.repeats):
         with (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +32,6 @@ def run_demo(
     synthetic: SyntheticConfig | None = None,
     protocol: str = "temporal",
     progress: Progress | None = None,
-    say: Callable[[str], None] | None = None,
 ) -> DemoResult:
     """Generate, import (twice, to show the import is idempotent), read back from the store, evaluate."""
     cfg = synthetic or SyntheticConfig()
@@ -45,5 +43,5 @@ def run_demo(
         second = import_dataset(store, dataset, progress=progress)
         counts = store.counts()
     stored = load_dataset(db_url)
-    evaluation = evaluate(stored, protocol, DEMO_MODELS, k=10, progress=say)
+    evaluation = evaluate(stored, protocol, DEMO_MODELS, k=10, progress=progress)
     return DemoResult(dataset, first, second, counts, evaluation)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tastemaker.data.importer import ImportReport
+from tastemaker.data.importer import Progress as ProgressCallback
+from tastemaker.data.tabular import TimeUnit
 from tastemaker.errors import InvalidBatchError, TastemakerError
-from tastemaker.store import DEFAULT_URL
+from tastemaker.store import DEFAULT_URL, Mode
 
 app = typer.Typer(help="tastemaker: a personalization engine.", no_args_is_help=True, add_completion=False)
 import_app = typer.Typer(help="Import data into a store.", no_args_is_help=True)
@@ -25,7 +28,24 @@ err = Console(stderr=True, soft_wrap=True)  # an error stays one greppable line
 
 DbOption = Annotated[str, typer.Option("--db", help="Store URL: sqlite:///PATH or postgresql://...",
                                        envvar="TASTEMAKER_DB")]  # fmt: skip
-ModeOption = Annotated[str, typer.Option(help="strict: a bad record rejects its batch; lenient: stored and reported.")]
+
+
+class ModeChoice(StrEnum):
+    strict = "strict"
+    lenient = "lenient"
+
+
+class TimeUnitChoice(StrEnum):
+    s = "s"
+    ms = "ms"
+    us = "us"
+    iso = "iso"
+
+
+ModeOption = Annotated[
+    ModeChoice,
+    typer.Option(help="strict: a bad record rejects its batch; lenient: the others are stored and it is reported."),
+]
 
 
 @contextmanager
@@ -42,7 +62,7 @@ def _errors() -> Iterator[None]:
 
 
 @contextmanager
-def _progress() -> Iterator[object]:
+def _progress() -> Iterator[ProgressCallback]:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as bar:
         tasks: dict[str, int] = {}
@@ -69,7 +89,7 @@ def import_movielens(
     path: Annotated[Path, typer.Argument(help="A MovieLens folder (ml-latest*, ml-100k or ml-1m layout).")],
     db: DbOption = DEFAULT_URL,
     batch_size: Annotated[int, typer.Option(min=1)] = 5_000,
-    mode: ModeOption = "strict",
+    mode: ModeOption = ModeChoice.strict,
 ) -> None:
     """Import a MovieLens folder; running it again changes nothing."""
     from tastemaker.data import import_dataset, read_movielens
@@ -78,7 +98,9 @@ def import_movielens(
     with _errors():
         dataset = read_movielens(path)
         with open_store(db) as store, _progress() as progress:
-            report = import_dataset(store, dataset, batch_size=batch_size, mode=mode, progress=progress)  # type: ignore[arg-type]
+            report = import_dataset(
+                store, dataset, batch_size=batch_size, mode=cast(Mode, mode.value), progress=progress
+            )
         _print_import(report)
 
 
@@ -87,10 +109,12 @@ def import_events(
     path: Annotated[Path, typer.Argument(help="A .csv, .tsv or .parquet file of events.")],
     map_: Annotated[list[str] | None, typer.Option("--map", help="FIELD=COLUMN, e.g. user_id=customer")] = None,
     event_type: Annotated[str | None, typer.Option("--type", help="Event type when the file has none.")] = None,
-    time_unit: Annotated[str, typer.Option(help="Numeric timestamps in s, ms or us; iso for text.")] = "s",
+    time_unit: Annotated[
+        TimeUnitChoice, typer.Option(help="Unit of numeric timestamps; iso for text.")
+    ] = TimeUnitChoice.s,
     db: DbOption = DEFAULT_URL,
     batch_size: Annotated[int, typer.Option(min=1)] = 5_000,
-    mode: ModeOption = "strict",
+    mode: ModeOption = ModeChoice.strict,
 ) -> None:
     """Import events from a table file with a column mapping."""
     from tastemaker.data import import_dataset, read_events_table
@@ -103,9 +127,11 @@ def import_events(
             if not sep:
                 raise typer.BadParameter(f"--map {entry!r}: expected FIELD=COLUMN")
             mapping[field.strip()] = column.strip()
-        dataset = read_events_table(path, mapping, event_type=event_type, time_unit=time_unit)  # type: ignore[arg-type]
+        dataset = read_events_table(path, mapping, event_type=event_type, time_unit=cast(TimeUnit, time_unit.value))
         with open_store(db) as store, _progress() as progress:
-            report = import_dataset(store, dataset, batch_size=batch_size, mode=mode, progress=progress)  # type: ignore[arg-type]
+            report = import_dataset(
+                store, dataset, batch_size=batch_size, mode=cast(Mode, mode.value), progress=progress
+            )
         _print_import(report)
 
 
@@ -125,11 +151,11 @@ def evaluate(
     from tastemaker.evaluation import evaluate as run
     from tastemaker.evaluation import result_table
 
-    with _errors(), err.status("loading data") as status:
+    with _errors(), _progress() as progress:
         result = run(
             load_dataset(data), protocol, model or ["popularity", "implicit-als"], k=k, seed=seed,
             relevance_threshold=relevance_threshold, dump_dir=dump_dir, json_path=json_path,
-            progress=lambda msg: status.update(msg),
+            progress=progress,
         )  # fmt: skip
     console.print(result_table(result))
     if json_path:
@@ -150,12 +176,12 @@ def demo(
 
     with _errors():
         console.print(f"[bold]tastemaker demo[/] · store {db}")
-        with _progress() as progress, err.status("working") as status:
-            result = run_demo(db, synthetic=SyntheticConfig(n_users=users, n_items=items, seed=seed),
-                              progress=progress, say=lambda msg: status.update(msg))  # type: ignore[arg-type]  # fmt: skip
-        console.print("first import:  ", end="")
+        world = SyntheticConfig(n_users=users, n_items=items, seed=seed)
+        with _progress() as progress:
+            result = run_demo(db, synthetic=world, progress=progress)
+        console.print("import:        ", end="")
         _print_import(result.first_import)
-        console.print("second import: ", end="")
+        console.print("import again:  ", end="")
         _print_import(result.second_import)
         console.print("rows in store: " + ", ".join(f"{k} {v:,}" for k, v in result.counts.items()))
         console.print(result_table(result.evaluation))

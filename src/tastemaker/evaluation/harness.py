@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from tastemaker.data.dataset import Dataset
+from tastemaker.data.importer import Progress
 from tastemaker.data.snapshot import Snapshot, SnapshotConfig, to_interactions
 from tastemaker.data.splits import Split, evaluation_pairs, split
 from tastemaker.errors import ConfigError
@@ -41,7 +42,7 @@ def evaluate(
     snapshot_config: SnapshotConfig | None = None,
     dump_dir: str | Path | None = None,
     json_path: str | Path | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Run ``models`` on ``dataset`` under ``protocol`` and return the result document (see docs/EVALUATION.md)."""
     if k < 1:
@@ -50,10 +51,10 @@ def evaluate(
         raise ConfigError("no models to evaluate; give at least one (e.g. popularity)")
     for name in models:  # fail on a bad name before any work
         make_model(name, seed)
-    say = progress or (lambda _msg: None)
+    report = progress or (lambda _stage, _done, _total: None)
     config = snapshot_config or SnapshotConfig()
 
-    say(f"splitting {dataset.name} by {protocol}")
+    report(f"split by {protocol}", 0, 1)
     parts = split(to_interactions(dataset.events, config), protocol, seed=seed)
     snap = Snapshot.from_interactions(parts.train, dataset.items, dataset.users, config=config)
     pairs = evaluation_pairs(parts, relevance_threshold)
@@ -61,6 +62,7 @@ def evaluate(
     user_idx = snap.user_index(users)
     relevant = _relevance(pairs, users, snap)
     exclude = snap.matrix[user_idx]
+    report(f"split by {protocol}", 1, 1)
 
     result: dict[str, Any] = {
         "dataset": dataset.name,
@@ -78,17 +80,19 @@ def evaluate(
         _dump_split(Path(dump_dir), parts)
     for name in models:
         model = make_model(name, seed)
-        say(f"fitting {name}")
+        report(f"fit {name}", 0, 1)
         started = time.perf_counter()
         model.fit(snap)
         fit_seconds = time.perf_counter() - started
-        say(f"ranking with {name} for {len(users)} users")
-        started = time.perf_counter()
-        blocks = [
-            model.candidates(user_idx[i : i + _USER_BATCH], k, exclude=exclude[i : i + _USER_BATCH])
-            for i in range(0, len(users), _USER_BATCH)
-        ]
-        recommend_seconds = time.perf_counter() - started
+        report(f"fit {name}", 1, 1)
+        blocks = []
+        ranking = 0.0
+        for i in range(0, len(users), _USER_BATCH):
+            started = time.perf_counter()
+            blocks.append(model.candidates(user_idx[i : i + _USER_BATCH], k, exclude=exclude[i : i + _USER_BATCH]))
+            ranking += time.perf_counter() - started
+            report(f"rank {name}", min(i + _USER_BATCH, len(users)), len(users))
+        recommend_seconds = ranking
         recs = np.vstack([b[0] for b in blocks]) if blocks else np.zeros((0, k), np.int64)
         scores = np.vstack([b[1] for b in blocks]) if blocks else np.zeros((0, k), np.float32)
         metrics = score_lists(recs, relevant, snap, k)
