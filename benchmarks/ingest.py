@@ -68,9 +68,10 @@ def main() -> None:
             new_rate, dup_rate = run(url, payload, args.batch)
             fresh.append(new_rate)
             resend.append(dup_rate)
-    write("ingest", {
+    backend = (args.db or "sqlite").split(":")[0].split("+")[0]
+    write("ingest" if backend == "sqlite" else f"ingest_{backend}", {
         "events": args.events, "batch": args.batch, "repeats": args.repeats,
-        "backend": (args.db or "sqlite").split(":")[0],
+        "backend": backend,
         "events_per_second_new": round(statistics.median(fresh)),
         "events_per_second_duplicates": round(statistics.median(resend)),
         "all_runs_new": [round(x) for x in fresh],

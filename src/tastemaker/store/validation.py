@@ -114,11 +114,7 @@ def validate_items(
         "available": _boolean,
         "attributes": lambda v: _json_object(v, config.max_json_bytes),
     }
-    rows, errors = _validate(records, ITEM_FIELDS, checks, partial=True, required=("item_id",))
-    for _, row in rows:
-        if "created_at" in row:
-            row["created_at_us"] = row.pop("created_at")
-    return rows, errors
+    return _with_created_us(*_validate(records, ITEM_FIELDS, checks, partial=True, required=("item_id",)))
 
 
 def validate_users(
@@ -130,11 +126,7 @@ def validate_users(
         "created_at": lambda v: None if v is None else _instant(v),
         "attributes": lambda v: _json_object(v, config.max_json_bytes),
     }
-    rows, errors = _validate(records, USER_FIELDS, checks, partial=True, required=("user_id",))
-    for _, row in rows:
-        if "created_at" in row:
-            row["created_at_us"] = row.pop("created_at")
-    return rows, errors
+    return _with_created_us(*_validate(records, USER_FIELDS, checks, partial=True, required=("user_id",)))
 
 
 def validate_exposures(exposures: Sequence[Any], config: ValidationConfig) -> list[RecordError]:
@@ -164,6 +156,16 @@ def validate_exposures(exposures: Sequence[Any], config: ValidationConfig) -> li
             check(i, f"items[{j}].score", _number, item.score)
             check(i, f"items[{j}].propensity", _probability, item.propensity)
     return errors
+
+
+def _with_created_us(
+    rows: list[tuple[int, Row]], errors: list[RecordError]
+) -> tuple[list[tuple[int, Row]], list[RecordError]]:
+    """Upserts take ``created_at`` in any instant form; the table column is ``created_at_us``."""
+    for _, row in rows:
+        if "created_at" in row:
+            row["created_at_us"] = row.pop("created_at")
+    return rows, errors
 
 
 def content_event_id(row: Mapping[str, Any]) -> str:
