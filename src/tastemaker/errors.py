@@ -67,10 +67,19 @@ class RecordError:
 
 
 class InvalidBatchError(TastemakerError, ValueError):
-    """A strict-mode batch had invalid records; nothing of the batch was written."""
+    """A strict-mode batch had invalid records; nothing of the batch was written.
 
-    def __init__(self, errors: list[RecordError]) -> None:
+    ``stored_before`` counts rows of a larger import, sent in earlier batches, that were stored.
+    """
+
+    def __init__(self, errors: list[RecordError], stored_before: int = 0) -> None:
         self.errors = list(errors)
+        self.stored_before = stored_before
         shown = "; ".join(str(e) for e in self.errors[:5])
         more = f" (and {len(self.errors) - 5} more)" if len(self.errors) > 5 else ""
-        super().__init__(f"batch rejected, nothing written: {shown}{more}")
+        earlier = (
+            f" ({stored_before:,} rows before this batch were stored; fix and re-run, stored rows count as duplicates)"
+            if stored_before
+            else ""
+        )
+        super().__init__(f"batch rejected, nothing of it written: {shown}{more}{earlier}")

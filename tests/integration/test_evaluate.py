@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -33,6 +34,27 @@ def test_models_rank_as_the_planted_structure_predicts() -> None:
     assert result["n_users_evaluated"] > 1_900
     assert {"ndcg@10", "map", "precision@10", "recall@10", "hit_rate@10", "mrr", "coverage", "novelty",
             "fit_seconds", "recommend_seconds"} <= set(result["models"]["popularity"])  # fmt: skip
+
+
+def test_test_items_unknown_to_the_snapshot_still_count_as_relevant() -> None:
+    """u1's newest two ratings (20% of 10) are the test: "p", which u2 and u3 made popular in train, and
+    "new", which no one had rated before and the catalog does not list. Popularity ranks "p" first, so
+    u1 gets 1 hit out of 2 relevant items: recall 1/2, nDCG 1 / (1 + 1/log2(3))."""
+    rows = [("u1", item, 4.0, t) for t, item in enumerate("abcdefgh")]
+    rows += [("u1", "p", 5.0, 20), ("u1", "new", 5.0, 21)]
+    rows += [(user, item, 4.0, 30 + t) for user in ("u2", "u3") for t, item in enumerate(["p", "x"])]
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "value", "timestamp_us"]).assign(
+        event_id=lambda f: [f"e{i}" for i in range(len(f))],
+        type="rating",
+        timestamp_us=lambda f: f["timestamp_us"] * 10**6,
+    )
+    catalog = pd.DataFrame({"item_id": [*"abcdefgh", "p", "x"]})
+    result = evaluate(Dataset("tiny", events, catalog), "temporal", ["popularity"], k=10)
+    assert result["n_users_evaluated"] == 1
+    got = result["models"]["popularity"]
+    assert got["recall@10"] == pytest.approx(0.5)
+    assert got["ndcg@10"] == pytest.approx(1 / (1 + 1 / np.log2(3)))
+    assert got["hit_rate@10"] == 1.0 and got["precision@10"] == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("protocol", ["recommenders", "temporal", "global-time", "leave-last"])

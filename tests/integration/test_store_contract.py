@@ -301,3 +301,16 @@ def test_a_schema_from_a_newer_version_is_a_store_error(store_url: str, clock: F
 def test_in_memory_sqlite_is_refused_with_an_alternative() -> None:
     with pytest.raises(ConfigError, match="in-memory SQLite is not supported; use a file"):
         open_store("sqlite://")
+
+
+def test_an_unchanged_upsert_leaves_the_row_untouched(store_url: str) -> None:
+    clock = FixedClock(NOW)
+    with open_store(store_url, clock=clock) as store:
+        item = {"item_id": "m1", "title": "Heat", "categories": ["Crime"], "attributes": {"year": 1995}}
+        store.upsert_items([item])
+        clock.advance(60)
+        store.upsert_items([dict(item), {"item_id": "m1"}])
+        assert store.get_items(["m1"])[0]["updated_at_us"] == to_us(NOW)
+        store.upsert_items([{**item, "attributes": {"year": 1996}}])
+        stored = store.get_items(["m1"])[0]
+        assert stored["updated_at_us"] == to_us(NOW) + 60_000_000 and stored["attributes"] == {"year": 1996}

@@ -41,11 +41,12 @@ def import_dataset(
     """Write items, users, then events of ``dataset`` to ``store`` in batches of ``batch_size``.
 
     Each batch is one transaction. In strict mode the first bad batch raises
-    :class:`InvalidBatchError` with record indices counted from the start of the dataset's frame;
-    batches before it stay written, and re-running the import after a fix stores only what is missing.
+    :class:`InvalidBatchError` with record indices counted from the start of the dataset's frame and the
+    number of rows stored by earlier batches; re-running the import after a fix stores only what is missing.
     Error indices in the report are positions in ``dataset.events`` (or items/users).
     """
     report = ImportReport()
+    stored = 0
     for stage, frame, write in (
         ("items", dataset.items, store.upsert_items),
         ("users", dataset.users, store.upsert_users),
@@ -56,7 +57,8 @@ def import_dataset(
             try:
                 result = write(frame_records(_drop_empty(chunk)), mode=mode)
             except InvalidBatchError as exc:
-                raise InvalidBatchError([_shift(e, start) for e in exc.errors]) from None
+                raise InvalidBatchError([_shift(e, start) for e in exc.errors], stored_before=stored) from None
+            stored += len(chunk)
             report.errors.extend(_shift(e, start) for e in result.errors)
             if stage == "events":
                 report.events_accepted += result.accepted

@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 
 from tastemaker.config import ConfigModel
 from tastemaker.data.dataset import Dataset
+from tastemaker.errors import DataFormatError
 from tastemaker.store.base import Store
 
 __all__ = ["EventWeight", "Snapshot", "SnapshotConfig", "to_interactions"]
@@ -56,16 +57,19 @@ class SnapshotConfig(ConfigModel):
         }
     )
     aggregate: Literal["sum", "max"] = "sum"
+    #: the event type whose value is a pair's ``rating`` (what ``--relevance-threshold`` compares)
+    rating_type: str | None = "rating"
 
 
 def to_interactions(events: pd.DataFrame, config: SnapshotConfig) -> pd.DataFrame:
     """One row per (user, item) pair with counted events, in the input order of the pair's first row
     (so a split that shuffles within groups sees the rows in file order, as the published protocols do).
 
-    Columns: user_id, item_id, weight (aggregated), rating (value of the pair's latest counted event
-    with a value, NaN if none), timestamp_us (first counted event), last_timestamp_us, n_events.
+    Columns: user_id, item_id (as strings), weight (aggregated), rating (value of the pair's latest event
+    of ``config.rating_type``, NaN if none), timestamp_us (first counted event), last_timestamp_us, n_events.
     """
     ev = events[events["type"].isin(list(config.event_weights))]
+    ev = ev.assign(user_id=ev["user_id"].astype(str), item_id=ev["item_id"].astype(str))
     value = ev["value"].to_numpy(dtype=float)
     weight = np.zeros(len(ev))
     keep = np.zeros(len(ev), dtype=bool)
@@ -80,12 +84,13 @@ def to_interactions(events: pd.DataFrame, config: SnapshotConfig) -> pd.DataFram
             w = np.where(value >= rule.strong_value, rule.strong_weight, rule.weight)
         weight[ok] = w[ok]
         keep |= ok
-    ev = ev.loc[keep].assign(weight=weight[keep], position=np.flatnonzero(keep))
+    rated = np.where(types == config.rating_type, value, np.nan)
+    ev = ev.loc[keep].assign(weight=weight[keep], rating=rated[keep], position=np.flatnonzero(keep))
     ev = ev.sort_values("timestamp_us", kind="stable")  # so "last" means the latest in time
     grouped = ev.groupby(["user_id", "item_id"], sort=False)
     out = grouped.agg(
         weight=("weight", config.aggregate),
-        rating=("value", "last"),
+        rating=("rating", "last"),
         timestamp_us=("timestamp_us", "min"),
         last_timestamp_us=("timestamp_us", "max"),
         n_events=("weight", "size"),
@@ -124,11 +129,11 @@ class Snapshot:
 
     def user_index(self, user_ids: object) -> np.ndarray:
         """Row indices of ``user_ids``; -1 for users the snapshot does not know."""
-        return self.user_ids.get_indexer(pd.Index(np.atleast_1d(np.asarray(user_ids, dtype=object))))
+        return self.user_ids.get_indexer(_as_ids(user_ids))
 
     def item_index(self, item_ids: object) -> np.ndarray:
         """Column indices of ``item_ids``; -1 for items the snapshot does not know."""
-        return self.item_ids.get_indexer(pd.Index(np.atleast_1d(np.asarray(item_ids, dtype=object))))
+        return self.item_ids.get_indexer(_as_ids(item_ids))
 
     @classmethod
     def from_store(
@@ -213,10 +218,18 @@ class Snapshot:
         )
 
 
+def _as_ids(ids: object) -> pd.Index:
+    """External ids as the snapshot keeps them: strings (``7`` and ``"7"`` are the same user)."""
+    return pd.Index([str(i) for i in np.atleast_1d(np.asarray(ids, dtype=object))], dtype=object)
+
+
 def _catalog(items: pd.DataFrame | None, cutoff_us: int | None) -> pd.DataFrame:
     if items is None or items.empty:
         return pd.DataFrame({"item_id": pd.Series(dtype=object)})
     items = items.assign(item_id=items["item_id"].astype(str))
+    repeated = items["item_id"][items["item_id"].duplicated()].unique()
+    if len(repeated):
+        raise DataFormatError(f"the catalog lists {len(repeated)} item ids more than once, e.g. {list(repeated[:3])}")
     if cutoff_us is not None and "created_at_us" in items:
         created = pd.to_numeric(items["created_at_us"], errors="coerce")
         items = items[~(created >= cutoff_us)]

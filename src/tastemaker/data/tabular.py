@@ -39,8 +39,9 @@ def read_events_table(
         raise DataFormatError(f"cannot map {unknown}; mappable fields: {', '.join(MAPPABLE)}")
     if time_unit not in (*_FACTORS, "iso"):
         raise DataFormatError(f"unknown time unit {time_unit!r}; known: iso, ms, s, us")
-    frame = _read(Path(path))
     columns = {f: mapping.get(f, f) for f in MAPPABLE}
+    # Ids and types are text: "007" must not become 7, nor 1e3 a float.
+    frame = _read(Path(path), text_columns=[columns[f] for f in ("event_id", "user_id", "item_id", "type")])
     for needed in ("user_id", "item_id", "timestamp"):
         if columns[needed] not in frame.columns:
             raise DataFormatError(
@@ -60,8 +61,7 @@ def read_events_table(
         "user_id": _text(frame[columns["user_id"]]),  # blanks stay missing: the store names them
         "item_id": _text(frame[columns["item_id"]]),
         "type": _text(kind) if kind is not None else event_type,
-        "value": (pd.to_numeric(value, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-                  if value is not None else np.nan),  # fmt: skip
+        "value": _values(value, Path(path).name) if value is not None else np.nan,
         "timestamp_us": _timestamps(frame[columns["timestamp"]], time_unit, Path(path).name),
     })  # fmt: skip
     return Dataset(name=f"events:{Path(path).name}", events=events)
@@ -72,14 +72,26 @@ def _text(column: pd.Series) -> np.ndarray:
     return np.array([None if pd.isna(v) else str(v) for v in column], dtype=object)
 
 
-def _read(path: Path) -> pd.DataFrame:
+def _values(raw: pd.Series, name: str) -> np.ndarray:
+    numbers = pd.to_numeric(raw, errors="coerce")
+    bad = (numbers.isna() & raw.notna()).to_numpy()
+    if bad.any():
+        rows = ", ".join(f"row {r + 1} ({raw.iloc[r]!r})" for r in np.flatnonzero(bad)[:3])
+        raise DataFormatError(f"{name}: {int(bad.sum())} values are not numbers: {rows}")
+    return numbers.to_numpy(dtype=float, na_value=np.nan)
+
+
+def _read(path: Path, text_columns: list[str]) -> pd.DataFrame:
     if not path.is_file():
         raise DataFormatError(f"no such file: {str(path)!r}")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return pd.read_parquet(path)
     if suffix in (".csv", ".tsv", ".txt"):
-        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype_backend="numpy_nullable")
+        return pd.read_csv(
+            path, sep="\t" if suffix == ".tsv" else ",", dtype=dict.fromkeys(text_columns, str),
+            dtype_backend="numpy_nullable",
+        )  # fmt: skip
     raise DataFormatError(f"{path.name}: unknown file type {suffix!r}; use .csv, .tsv or .parquet")
 
 

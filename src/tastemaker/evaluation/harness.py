@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from tastemaker.data.dataset import Dataset
 from tastemaker.data.importer import Progress
-from tastemaker.data.snapshot import Snapshot, SnapshotConfig, to_interactions
+from tastemaker.data.snapshot import Snapshot, SnapshotConfig
 from tastemaker.data.splits import Split, evaluation_pairs, split
 from tastemaker.errors import ConfigError
 from tastemaker.evaluation.models import make_model
@@ -55,11 +55,13 @@ def evaluate(
     config = snapshot_config or SnapshotConfig()
 
     report(f"split by {protocol}", 0, 1)
-    parts = split(to_interactions(dataset.events, config), protocol, seed=seed)
+    parts = split(dataset.events, protocol, config=config, seed=seed)
     snap = Snapshot.from_interactions(parts.train, dataset.items, dataset.users, config=config)
     pairs = evaluation_pairs(parts, relevance_threshold)
     users = np.sort(pairs["user_id"].unique())
     user_idx = snap.user_index(users)
+    if (user_idx < 0).any():  # evaluated users have train pairs, so the snapshot knows them
+        raise AssertionError("an evaluated user is missing from the train snapshot")
     relevant = _relevance(pairs, users, snap)
     exclude = snap.matrix[user_idx]
     report(f"split by {protocol}", 1, 1)
@@ -110,7 +112,7 @@ def score_lists(recs: np.ndarray, relevant: sp.csr_matrix, snap: Snapshot, k: in
     """Every offline metric of ``recs`` against ``relevant``, averaged over the rows."""
     h = m.hits(recs, relevant)
     item_users = np.diff(snap.matrix.tocsc().indptr)
-    catalog = np.flatnonzero(item_users > 0)  # items seen in training, as Recommenders counts coverage
+    catalog = np.flatnonzero(item_users > 0)  # items seen in training (only these count as covered)
     diversity = m.intra_list_diversity(recs, snap.item_categories)
 
     def mean(x: np.ndarray) -> float:

@@ -54,7 +54,7 @@ class IngestResult:
 
 @dataclass
 class UpsertResult:
-    """Outcome of one item or user batch: records written (inserted or updated) and the errors."""
+    """Outcome of one item or user batch: valid records (now stored as sent) and the errors."""
 
     accepted: int
     errors: list[RecordError] = field(default_factory=list)
@@ -102,7 +102,8 @@ class Store(ABC):
 
     @abstractmethod
     def upsert_items(self, records: Records, *, mode: Mode = "strict") -> UpsertResult:
-        """Insert or update items. Fields a record omits keep their stored values (or defaults)."""
+        """Insert or update items. Fields a record omits keep their stored values (or defaults); a row
+        whose sent fields equal the stored ones is left untouched (``updated_at_us`` too)."""
 
     @abstractmethod
     def upsert_users(self, records: Records, *, mode: Mode = "strict") -> UpsertResult:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, Table, func, select
+from sqlalchemy import Connection, Engine, Table, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -133,8 +133,15 @@ class SqlStore(Store):
         with self._transaction(f"upsert {table.name}", write=True) as conn:
             for fields, group in by_fields.items():
                 stmt = self._insert(table)
-                update = {f: stmt.excluded[f] for f in (*fields, "updated_at_us") if f != key}
-                stmt = stmt.on_conflict_do_update(index_elements=[key], set_=update)
+                changing = [f for f in fields if f != key]
+                if changing:  # rewrite (and re-stamp) a stored row only when a sent field differs
+                    stmt = stmt.on_conflict_do_update(
+                        index_elements=[key],
+                        set_={f: stmt.excluded[f] for f in (*changing, "updated_at_us")},
+                        where=or_(*(table.c[f].is_distinct_from(stmt.excluded[f]) for f in changing)),
+                    )
+                else:
+                    stmt = stmt.on_conflict_do_nothing(index_elements=[key])
                 for chunk in _chunks(group):
                     conn.execute(stmt, chunk)
         return len(merged)

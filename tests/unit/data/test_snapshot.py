@@ -60,6 +60,13 @@ def test_pairs_keep_first_appearance_order_and_the_latest_value() -> None:
     assert inter.iloc[0]["last_timestamp_us"] == T0 + 9
 
 
+def test_the_latest_value_is_latest_in_time_not_in_row_order() -> None:
+    ev = events(("u", "a", "rating", 5.0, T0 + 9), ("u", "a", "click", None, T0 + 20), ("u", "a", "rating", 1.0, T0))
+    inter = to_interactions(ev, SnapshotConfig())
+    assert inter["rating"].tolist() == [5.0]  # the click is later but is not a rating
+    assert inter["timestamp_us"].tolist() == [T0] and inter["last_timestamp_us"].tolist() == [T0 + 20]
+
+
 def test_cutoff_excludes_later_events_and_later_items() -> None:
     ev = events(("u1", "a", "click", None, T0), ("u1", "b", "view", None, T0 + HOUR),
                 ("u2", "c", "skip", None, T0 + 2 * HOUR), ("u3", "c", "click", None, T0 + 3 * HOUR))  # fmt: skip

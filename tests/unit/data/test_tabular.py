@@ -184,3 +184,15 @@ def test_a_missing_file_and_an_unknown_suffix_are_refused(tmp_path: Path) -> Non
     path = write(tmp_path, "e.json", "[]")
     with pytest.raises(DataFormatError, match=r"e\.json: unknown file type '\.json'; use \.csv, \.tsv or \.parquet"):
         read_events_table(path, event_type="view")
+
+
+def test_ids_keep_leading_zeros_and_exponent_like_text(tmp_path: Path) -> None:
+    path = write(tmp_path, "z.csv", f"user_id,item_id,timestamp\n007,1e3,{T0}\n7,1000,{T0}\n")
+    events = read_events_table(path, event_type="view").events
+    assert events["user_id"].tolist() == ["007", "7"] and events["item_id"].tolist() == ["1e3", "1000"]
+
+
+def test_a_non_numeric_value_names_its_row(tmp_path: Path) -> None:
+    path = write(tmp_path, "v.csv", f"user_id,item_id,timestamp,value\nu,i,{T0},4.5\nu,j,{T0},lots\n")
+    with pytest.raises(DataFormatError, match=r"1 values are not numbers: row 2 \('lots'\)"):
+        read_events_table(path, event_type="purchase")
