@@ -1,44 +1,148 @@
-"""Popularity: items ranked by how many users interacted with them in the snapshot.
+"""Popular and trending items, globally or steered towards each user's categories.
 
-The control arm of the holdout and the floor every personalised model must beat. (Time-decayed
-trending and per-category popularity join this module with the candidate layer.)
+``Popularity`` (model ``popularity``) ranks items by how many users interacted with them: the holdout's
+control arm and the floor every personalised model must beat. ``PopularSource`` (model ``popular``) adds
+time decay (``half_life_days``: each interaction counts ``0.5 ** (age / half_life)`` at the snapshot's
+cutoff, so recent interest outweighs old) and per-category steering (``steer``): a user's score for an
+item is its popularity times ``floor + share``, where ``share`` is the user's weight on the item's
+categories, from their history and from ``attributes.preferred_categories`` (onboarding). A user with
+neither gets the global list.
 """
 
 from __future__ import annotations
 
-from typing import Self
-
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
+from pydantic import Field
 
-from tastemaker.candidates.base import CandidateSource, pad_results
+from tastemaker.candidates.base import CandidateSource, pad_results, top_n
+from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import Snapshot
 
-__all__ = ["Popularity"]
+__all__ = ["PopularConfig", "PopularSource", "Popularity", "user_category_shares"]
+
+_DAY_US = 86_400 * 1_000_000
+_CHUNK = 256  # users per dense block when steering
 
 
 class Popularity(CandidateSource):
     name = "popularity"
 
-    def fit(self, snapshot: Snapshot) -> Self:
+    def _fit(self, snapshot: Snapshot) -> None:
         self.item_users = np.diff(snapshot.matrix.tocsc().indptr).astype(np.float32)
         self._order = np.lexsort((np.arange(snapshot.n_items), -self.item_users))  # ties: lower index
-        self._snapshot = snapshot
-        return self
 
-    def candidates(
-        self, users: np.ndarray, n: int, *, exclude: sp.csr_matrix | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        _ = self.snapshot
-        users = np.asarray(users)
-        width = n + (int(np.diff(exclude.indptr).max(initial=0)) if exclude is not None else 0)
-        head = self._order[: min(width, len(self._order))]
-        ids = np.broadcast_to(head, (len(users), len(head)))
-        if exclude is not None and exclude.nnz:
-            banned = exclude[:, head].toarray() != 0
-            keep_first = np.argsort(banned, axis=1, kind="stable")  # allowed items first, order kept
-            ids = np.take_along_axis(ids, keep_first, axis=1)
-            ids = np.where(np.take_along_axis(banned, keep_first, axis=1), -1, ids)
-        ids = ids[:, :n]
-        scores = np.where(ids >= 0, self.item_users[np.maximum(ids, 0)], -np.inf)
-        return pad_results(ids, scores, n)
+    def _candidates(self, users: np.ndarray, n: int, exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        return _global(self._order, self.item_users, len(users), n, exclude)
+
+
+class PopularConfig(ConfigModel):
+    #: None counts every interaction equally; a number decays them with this half-life
+    half_life_days: float | None = Field(default=7.0, gt=0)
+    #: rank within each user's categories (history + preferred_categories) instead of globally
+    steer: bool = True
+    #: weight of items outside the user's categories, relative to a category share of 1
+    floor: float = Field(default=0.05, ge=0)
+    #: how much a preferred category (onboarding) counts, in units of one history interaction share
+    preferred_weight: float = Field(default=1.0, ge=0)
+    #: only available items are proposed
+    available_only: bool = True
+
+
+class PopularSource(CandidateSource):
+    name = "popular"
+
+    def __init__(self, config: PopularConfig | None = None) -> None:
+        self.config = config or PopularConfig()
+
+    def _fit(self, snapshot: Snapshot) -> None:
+        table = snapshot.interactions
+        weight = np.ones(len(table))
+        if self.config.half_life_days is not None:
+            now = snapshot.cutoff_us
+            if now is None:  # a snapshot without a cutoff ends at its last interaction
+                now = int(table["last_timestamp_us"].max()) if len(table) else 0
+            age_days = np.maximum(now - table["last_timestamp_us"].to_numpy(np.float64), 0) / _DAY_US
+            weight = 0.5 ** (age_days / self.config.half_life_days)
+        score = np.bincount(table["item_idx"], weights=weight, minlength=snapshot.n_items).astype(np.float32)
+        if self.config.available_only:
+            score[~snapshot.item_available] = -np.inf
+        self.score = score
+        self._order = np.lexsort((np.arange(len(score)), -score))
+        self._item_categories = snapshot.item_categories.tocsr()
+        self._categories = snapshot.categories
+
+    def _items_added(self, items: np.ndarray, frame: pd.DataFrame) -> None:
+        # new items have no interactions: they stay out of a popularity list until the next fit
+        self.score = np.concatenate([self.score, np.full(len(items), -np.inf, np.float32)])
+        blank = sp.csr_matrix((len(items), len(self._categories)), dtype=np.float32)
+        self._item_categories = sp.vstack([self._item_categories, blank]).tocsr()
+
+    def _candidates(self, users: np.ndarray, n: int, exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        if not self.config.steer:
+            return _global(self._order, self.score, len(users), n, exclude)
+        shares = user_category_shares(
+            self, users, self._item_categories, self._categories, self.config.preferred_weight
+        )
+        ids = np.full((len(users), n), -1, np.int64)
+        scores = np.full((len(users), n), -np.inf, np.float32)
+        plain = shares.getnnz(axis=1) == 0
+        if plain.any():
+            rows = np.flatnonzero(plain)
+            ids[rows], scores[rows] = _global(self._order, self.score, len(rows), n, exclude[rows])
+        for start in range(0, len(users), _CHUNK):
+            rows = np.flatnonzero(~plain[start : start + _CHUNK]) + start
+            if not len(rows):
+                continue
+            affinity = (shares[rows] @ self._item_categories.T).toarray()
+            steered = self.score[None, :] * (self.config.floor + np.minimum(affinity, 1.0))
+            ids[rows], scores[rows] = top_n(steered, n, exclude[rows])
+        return ids, scores
+
+
+def user_category_shares(
+    source: CandidateSource,
+    users: np.ndarray,
+    item_categories: sp.csr_matrix,
+    categories: pd.Index,
+    preferred_weight: float = 1.0,
+) -> sp.csr_matrix:
+    """Each user's category distribution (rows sum to 1, or are empty when nothing is known): the share of
+    their interacted items per category, plus ``preferred_weight`` times an even split over their
+    ``attributes.preferred_categories``, renormalised."""
+    seen = source.user_items(users)[:, : item_categories.shape[0]] != 0
+    history = _normalise(sp.csr_matrix(seen.astype(np.float32) @ item_categories))
+    rows, cols = [], []
+    for row, user in enumerate(users):
+        preferred = source.user_attributes(user).get("preferred_categories") or []
+        found = categories.get_indexer([str(c) for c in preferred]) if len(preferred) else np.zeros(0, np.int64)
+        found = np.unique(found[found >= 0])
+        rows.extend([row] * len(found))
+        cols.extend(found.tolist())
+    shape = (len(users), len(categories))
+    preferred = _normalise(sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape))
+    return _normalise(history + preferred_weight * preferred)
+
+
+def _normalise(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    totals = np.asarray(matrix.sum(axis=1)).ravel()
+    return sp.csr_matrix(sp.diags(np.where(totals > 0, 1.0 / np.maximum(totals, 1e-12), 0.0)) @ matrix)
+
+
+def _global(
+    order: np.ndarray, score: np.ndarray, rows: int, n: int, exclude: sp.csr_matrix
+) -> tuple[np.ndarray, np.ndarray]:
+    """The global order, minus each row's excluded items."""
+    width = n + int(np.diff(exclude.indptr).max(initial=0))
+    head = order[: min(width, len(order))]
+    head = head[np.isfinite(score[head])]
+    ids = np.broadcast_to(head, (rows, len(head)))
+    if exclude.nnz:
+        banned = exclude[:, head].toarray() != 0
+        keep_first = np.argsort(banned, axis=1, kind="stable")  # allowed items first, order kept
+        ids = np.take_along_axis(ids, keep_first, axis=1)
+        ids = np.where(np.take_along_axis(banned, keep_first, axis=1), -1, ids)
+    ids = ids[:, :n]
+    scores = np.where(ids >= 0, score[np.maximum(ids, 0)], -np.inf)
+    return pad_results(ids, scores, n)

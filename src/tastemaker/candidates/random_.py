@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Self
-
 import numpy as np
 import scipy.sparse as sp
 
@@ -20,19 +18,15 @@ class RandomSource(CandidateSource):
     def __init__(self, seed: int = 42) -> None:
         self.seed = seed
 
-    def fit(self, snapshot: Snapshot) -> Self:
-        self._snapshot = snapshot
-        return self
+    def _fit(self, snapshot: Snapshot) -> None:
+        pass
 
-    def candidates(
-        self, users: np.ndarray, n: int, *, exclude: sp.csr_matrix | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        snap = self.snapshot
+    def _candidates(self, users: np.ndarray, n: int, exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         ids = np.full((len(users), n), -1, dtype=np.int64)
-        for row, user in enumerate(np.asarray(users)):
-            banned = exclude.indices[exclude.indptr[row] : exclude.indptr[row + 1]] if exclude is not None else []
-            rng = stream(self.seed, "random-source", snap.user_ids[user])
-            draw = rng.choice(snap.n_items, size=min(n + len(banned), snap.n_items), replace=False)
+        for row, user in enumerate(users):
+            banned = exclude.indices[exclude.indptr[row] : exclude.indptr[row + 1]]
+            rng = stream(self.seed, "random-source", self.user_ids[user])
+            draw = rng.choice(self.n_items, size=min(n + len(banned), self.n_items), replace=False)
             draw = draw[~np.isin(draw, banned)][:n]
             ids[row, : len(draw)] = draw
         ranks = np.arange(n, 0, -1, dtype=np.float32) / n

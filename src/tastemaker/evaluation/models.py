@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tastemaker.candidates import CandidateSource, ImplicitALS, Popularity, RandomSource
+from tastemaker.candidates import ALS, CandidateSource, ImplicitALS, Popularity, RandomSource
+from tastemaker.candidates.popular import PopularSource
 from tastemaker.errors import UnknownNameError
 
 __all__ = ["MODELS", "make_model"]
@@ -14,6 +15,8 @@ MODELS: dict[str, Callable[[int], CandidateSource]] = {
     "popularity": lambda seed: Popularity(),
     "random": lambda seed: RandomSource(seed),
     "implicit-als": lambda seed: ImplicitALS(seed),
+    "als": lambda seed: ALS(seed=seed),
+    "popular": lambda seed: PopularSource(),
 }
 
 
