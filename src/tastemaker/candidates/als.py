@@ -28,7 +28,7 @@ __all__ = ["ALS", "ALSConfig", "ImplicitALS"]
 
 class ALSConfig(ConfigModel):
     factors: int = Field(default=128, ge=1)
-    regularization: float = Field(default=5.0, ge=0)
+    regularization: float = Field(default=20.0, ge=0)
     alpha: float = Field(default=2.0, gt=0)
     iterations: int = Field(default=15, ge=1)
     confidence: Literal["raw", "linear", "log"] = "linear"

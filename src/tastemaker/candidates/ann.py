@@ -20,7 +20,7 @@ from pydantic import Field
 
 from tastemaker.candidates.base import top_n
 from tastemaker.config import ConfigModel
-from tastemaker.errors import ConfigError, NotFittedError
+from tastemaker.errors import ConfigError, NotFittedError, UnknownNameError
 
 __all__ = ["AnnConfig", "VectorIndex"]
 
@@ -68,6 +68,8 @@ class VectorIndex:
         vectors = _as_f32(vectors)
         if vectors.ndim != 2 or vectors.shape[1] < 1:
             raise ConfigError(f"vectors must be a 2-d array with at least one column, got shape {vectors.shape}")
+        if kind not in ("auto", "exact", "hnsw"):
+            raise UnknownNameError("index kind", kind, ["auto", "exact", "hnsw"])
         if kind == "auto":
             kind = "exact" if len(vectors) < self.config.exact_below else "hnsw"
         faiss.omp_set_num_threads(self.config.threads)

@@ -34,7 +34,7 @@ import scipy.sparse as sp
 from tastemaker.data.snapshot import Snapshot, SnapshotConfig, to_interactions
 from tastemaker.errors import DataFormatError, NotFittedError
 
-__all__ = ["CandidateSource", "History", "pad_results", "top_n"]
+__all__ = ["CandidateSource", "History", "local_columns", "pad_results", "top_n"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,6 +107,8 @@ class CandidateSource(ABC):
     """
 
     name: ClassVar[str]
+    #: False for sources that serve users with no history at all (popular, fresh): the cold-start path
+    needs_history: ClassVar[bool] = True
     _snapshot: Snapshot | None = None
 
     def fit(self, snapshot: Snapshot) -> Self:
@@ -218,6 +220,10 @@ class CandidateSource(ABC):
     def user_attributes(self, user: int) -> dict[str, Any]:
         return self._attributes.get(int(user), {})
 
+    def has_history(self, users: np.ndarray) -> np.ndarray:
+        """Whether each user has any interaction (snapshot or folded-in)."""
+        return np.diff(self._user_items.indptr)[np.asarray(users)] > 0
+
     # -- hooks -----------------------------------------------------------------------------------------
     @abstractmethod
     def _fit(self, snapshot: Snapshot) -> None: ...
@@ -271,6 +277,16 @@ def top_n(scores: np.ndarray, n: int, exclude: sp.csr_matrix | None = None) -> t
     best = np.take_along_axis(part_scores, order, axis=1)
     valid = np.isfinite(best)
     return pad_results(np.where(valid, ids, -1), np.where(valid, best, -np.inf), n)
+
+
+def local_columns(matrix: sp.csr_matrix, position: np.ndarray, width: int) -> sp.csr_matrix:
+    """``matrix`` re-indexed to a subset of columns: ``position[item]`` is the item's column in the subset
+    (-1 if outside it). Cheaper than column slicing when the subset is a fixed pool and rows are short."""
+    matrix = sp.csr_matrix(matrix)
+    local = position[np.minimum(matrix.indices, len(position) - 1)] if len(position) else matrix.indices
+    inside = (matrix.indices < len(position)) & (local >= 0)
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))[inside]
+    return sp.csr_matrix((matrix.data[inside], (rows, local[inside])), shape=(matrix.shape[0], width))
 
 
 def _as_ids(ids: object) -> pd.Index:

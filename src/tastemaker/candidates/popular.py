@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
-from tastemaker.candidates.base import CandidateSource, pad_results, top_n
+from tastemaker.candidates.base import CandidateSource, local_columns, pad_results, top_n
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import Snapshot
 
@@ -28,6 +28,7 @@ _CHUNK = 256  # users per dense block when steering
 
 class Popularity(CandidateSource):
     name = "popularity"
+    needs_history = False
 
     def _fit(self, snapshot: Snapshot) -> None:
         self.item_users = np.diff(snapshot.matrix.tocsc().indptr).astype(np.float32)
@@ -48,10 +49,13 @@ class PopularConfig(ConfigModel):
     preferred_weight: float = Field(default=1.0, ge=0)
     #: only available items are proposed
     available_only: bool = True
+    #: steering re-ranks only the ``pool`` most popular items (bounds the cost on big catalogs)
+    pool: int = Field(default=10_000, ge=1)
 
 
 class PopularSource(CandidateSource):
     name = "popular"
+    needs_history = False
 
     def __init__(self, config: PopularConfig | None = None) -> None:
         self.config = config or PopularConfig()
@@ -72,12 +76,22 @@ class PopularSource(CandidateSource):
         self._order = np.lexsort((np.arange(len(score)), -score))
         self._item_categories = snapshot.item_categories.tocsr()
         self._categories = snapshot.categories
+        self._set_pool()
+
+    def _set_pool(self) -> None:
+        pool = self._order[: self.config.pool]
+        self._pool = pool[np.isfinite(self.score[pool])]
+        self._pool_categories_t = self._item_categories[self._pool].T.tocsr()
+        self._position = np.full(len(self.score), -1, np.int64)
+        self._position[self._pool] = np.arange(len(self._pool))
 
     def _items_added(self, items: np.ndarray, frame: pd.DataFrame) -> None:
         # new items have no interactions: they stay out of a popularity list until the next fit
         self.score = np.concatenate([self.score, np.full(len(items), -np.inf, np.float32)])
         blank = sp.csr_matrix((len(items), len(self._categories)), dtype=np.float32)
         self._item_categories = sp.vstack([self._item_categories, blank]).tocsr()
+        self._order = np.concatenate([self._order, items])
+        self._set_pool()
 
     def _candidates(self, users: np.ndarray, n: int, exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         if not self.config.steer:
@@ -95,9 +109,11 @@ class PopularSource(CandidateSource):
             rows = np.flatnonzero(~plain[start : start + _CHUNK]) + start
             if not len(rows):
                 continue
-            affinity = (shares[rows] @ self._item_categories.T).toarray()
-            steered = self.score[None, :] * (self.config.floor + np.minimum(affinity, 1.0))
-            ids[rows], scores[rows] = top_n(steered, n, exclude[rows])
+            affinity = (shares[rows] @ self._pool_categories_t).toarray()
+            steered = self.score[self._pool][None, :] * (self.config.floor + np.minimum(affinity, 1.0))
+            local, best = top_n(steered, n, local_columns(exclude[rows], self._position, len(self._pool)))
+            ids[rows] = np.where(local >= 0, self._pool[np.maximum(local, 0)], -1)
+            scores[rows] = best
         return ids, scores
 
 

@@ -14,6 +14,7 @@ __all__ = ["RandomSource"]
 
 class RandomSource(CandidateSource):
     name = "random"
+    needs_history = False
 
     def __init__(self, seed: int = 42) -> None:
         self.seed = seed

@@ -143,6 +143,9 @@ def evaluate(
     k: Annotated[int, typer.Option(min=1)] = 10,
     seed: int = 42,
     relevance_threshold: Annotated[float | None, typer.Option(help="Test rows rated below are not relevant.")] = None,
+    recall_at: Annotated[
+        list[int] | None, typer.Option("--recall-at", min=1, help="Also report recall at this depth; repeatable.")
+    ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the result document here.")] = None,
     dump_dir: Annotated[Path | None, typer.Option(help="Write train/test/recs parquet files here.")] = None,
 ) -> None:
@@ -154,8 +157,8 @@ def evaluate(
     with _errors(), _progress() as progress:
         result = run(
             load_dataset(data), protocol, model or ["popularity", "implicit-als"], k=k, seed=seed,
-            relevance_threshold=relevance_threshold, dump_dir=dump_dir, json_path=json_path,
-            progress=progress,
+            relevance_threshold=relevance_threshold, recall_at=recall_at or (), dump_dir=dump_dir,
+            json_path=json_path, progress=progress,
         )  # fmt: skip
     console.print(result_table(result))
     if json_path:

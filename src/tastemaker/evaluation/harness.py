@@ -39,14 +39,22 @@ def evaluate(
     k: int = 10,
     seed: int = 42,
     relevance_threshold: float | None = None,
+    recall_at: Sequence[int] = (),
     snapshot_config: SnapshotConfig | None = None,
     dump_dir: str | Path | None = None,
     json_path: str | Path | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Run ``models`` on ``dataset`` under ``protocol`` and return the result document (see docs/EVALUATION.md)."""
+    """Run ``models`` on ``dataset`` under ``protocol`` and return the result document (see docs/EVALUATION.md).
+
+    ``recall_at`` adds recall at deeper cut-offs (e.g. 100, 500: the ceiling a ranker over that many
+    candidates can reach); every model then ranks ``max(k, *recall_at)`` items per user.
+    """
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
+    if any(depth < 1 for depth in recall_at):
+        raise ConfigError(f"recall_at cut-offs must be at least 1, got {list(recall_at)}")
+    depth = max([k, *recall_at])
     if not models:
         raise ConfigError("no models to evaluate; give at least one (e.g. popularity)")
     for name in models:  # fail on a bad name before any work
@@ -73,6 +81,7 @@ def evaluate(
         "n_users_evaluated": int(len(users)),
         "seed": seed,
         "relevance_threshold": relevance_threshold,
+        "recall_at": sorted(set(recall_at)),
         "n_train": int(len(parts.train)),
         "n_test": int(len(parts.test)),
         "split": parts.params,
@@ -91,13 +100,18 @@ def evaluate(
         ranking = 0.0
         for i in range(0, len(users), _USER_BATCH):
             started = time.perf_counter()
-            blocks.append(model.candidates(user_idx[i : i + _USER_BATCH], k, exclude=exclude[i : i + _USER_BATCH]))
+            batch = slice(i, i + _USER_BATCH)
+            blocks.append(model.candidates(user_idx[batch], depth, exclude=exclude[batch]))
             ranking += time.perf_counter() - started
             report(f"rank {name}", min(i + _USER_BATCH, len(users)), len(users))
         recommend_seconds = ranking
-        recs = np.vstack([b[0] for b in blocks]) if blocks else np.zeros((0, k), np.int64)
-        scores = np.vstack([b[1] for b in blocks]) if blocks else np.zeros((0, k), np.float32)
-        metrics = score_lists(recs, relevant, snap, k)
+        recs = np.vstack([b[0] for b in blocks]) if blocks else np.zeros((0, depth), np.int64)
+        scores = np.vstack([b[1] for b in blocks]) if blocks else np.zeros((0, depth), np.float32)
+        metrics = score_lists(recs[:, :k], relevant, snap, k)
+        for cut in sorted(set(recall_at) - {k}):
+            metrics[f"recall@{cut}"] = (
+                float(np.mean(m.recall(m.hits(recs[:, :cut], relevant), relevant))) if len(recs) else 0.0
+            )
         metrics.update(fit_seconds=round(fit_seconds, 4), recommend_seconds=round(recommend_seconds, 4))
         result["models"][name] = metrics
         if dump_dir is not None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tastemaker.candidates import ALS, CandidateSource, ImplicitALS, Popularity, RandomSource
-from tastemaker.candidates.popular import PopularSource
+from tastemaker.candidates import CandidateSource, ImplicitALS, Popularity, RandomSource
+from tastemaker.candidates.merge import SOURCES, CandidateGenerator
 from tastemaker.errors import UnknownNameError
 
 __all__ = ["MODELS", "make_model"]
@@ -15,8 +15,8 @@ MODELS: dict[str, Callable[[int], CandidateSource]] = {
     "popularity": lambda seed: Popularity(),
     "random": lambda seed: RandomSource(seed),
     "implicit-als": lambda seed: ImplicitALS(seed),
-    "als": lambda seed: ALS(seed=seed),
-    "popular": lambda seed: PopularSource(),
+    **SOURCES,  # als, item_knn, ease, content, popular (all-time), trending, fresh
+    "candidates": lambda seed: CandidateGenerator(seed=seed),
 }
 
 

@@ -13,6 +13,8 @@ def result_table(result: dict[str, Any]) -> Table:
     k = result["k"]
     columns = [f"ndcg@{k}", "map", f"precision@{k}", f"recall@{k}", f"hit_rate@{k}", "mrr", "coverage",
                "novelty", "diversity", "fit_seconds", "recommend_seconds"]  # fmt: skip
+    deep = [f"recall@{cut}" for cut in result.get("recall_at", []) if cut != k]
+    columns[4:4] = deep
     table = Table(
         title=f"{result['dataset']} · {result['protocol']} · k={k} · {result['n_users_evaluated']} users evaluated",
         title_justify="left",
@@ -20,7 +22,7 @@ def result_table(result: dict[str, Any]) -> Table:
     table.add_column("model", style="bold")
     for col in columns:
         table.add_column(col.replace("_seconds", " s"), justify="right")
-    best = {c: max(r[c] for r in result["models"].values()) for c in columns[:6]}
+    best = {c: max(r[c] for r in result["models"].values()) for c in columns[: 6 + len(deep)]}
     for name, row in result["models"].items():
         cells = []
         for col in columns:

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Choose a source's defaults on validation splits carved from the train side, never from test.
+
+    python scripts/tune_sources.py als --data movielens:../shared/data/ml-latest-small \\
+        --grid factors=64,128 --grid regularization=1,5,20 --grid alpha=1,5,20
+
+For each protocol, the outer split's train side becomes a dataset of its own, which the same protocol
+splits again (train' / validation); every grid point is fitted on train' and scored on validation by
+nDCG@k (or ``--metric``). A point's score is its mean metric relative to the best point of each
+protocol, so both protocols weigh the same. The test side of the outer split is never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tastemaker.candidates.merge import SOURCES, CandidateGenerator
+from tastemaker.data import Dataset, load_dataset
+from tastemaker.data.splits import split
+from tastemaker.evaluation import evaluate
+from tastemaker.evaluation.models import MODELS
+
+
+def train_side(dataset: Dataset, protocol: str, seed: int) -> Dataset:
+    """The outer train side as events (one per pair: MovieLens pairs are single ratings)."""
+    train = split(dataset.events, protocol, seed=seed).train
+    events = pd.DataFrame({
+        "event_id": [f"t{i}" for i in range(len(train))],
+        "user_id": train["user_id"], "item_id": train["item_id"], "type": "rating",
+        "value": train["rating"].to_numpy(float), "timestamp_us": train["timestamp_us"].to_numpy(np.int64),
+    })  # fmt: skip
+    return Dataset(f"{dataset.name} (train side of {protocol})", events, dataset.items, dataset.users)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("source", choices=sorted([*SOURCES, "candidates"]))
+    parser.add_argument("--data", default="movielens:../shared/data/ml-latest-small")
+    parser.add_argument("--protocol", action="append", default=None)
+    parser.add_argument("--grid", action="append", default=[], help="FIELD=V1,V2,... (repeatable)")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--metric", default=None, help="what to maximise (default ndcg@K), e.g. recall@500")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    protocols = args.protocol or ["recommenders", "temporal"]
+    fields = {}
+    for entry in args.grid:
+        name, _, values = entry.partition("=")
+        fields[name] = [_parse(v) for v in values.split(",")]
+    points = [dict(zip(fields, combo, strict=True)) for combo in itertools.product(*fields.values())] or [{}]
+    metric = args.metric or f"ndcg@{args.k}"
+    depth = [int(metric.split("@")[1])] if metric.startswith("recall@") else []
+    base = CandidateGenerator(seed=42) if args.source == "candidates" else SOURCES[args.source](42)
+    config_type = type(base.config)
+    for i, point in enumerate(points):
+        values = base.config.model_dump()
+        for key, value in point.items():  # "quotas.als" sets values["quotas"]["als"]
+            *path, last = key.split(".")
+            target = values
+            for part in path:
+                target = target[part]
+            target[last] = value
+        config = config_type.from_dict(values)
+        MODELS[f"grid{i}"] = lambda seed, c=config: type(base)(c) if not _takes_seed(base) else type(base)(c, seed=seed)
+
+    dataset = load_dataset(args.data)
+    table = {}
+    for protocol in protocols:
+        inner = train_side(dataset, protocol, 42)
+        result = evaluate(inner, protocol, [f"grid{i}" for i in range(len(points))], k=args.k, recall_at=depth)
+        table[protocol] = [result["models"][f"grid{i}"][metric] for i in range(len(points))]
+        print(f"{protocol}: validation users {result['n_users_evaluated']}")
+    relative = np.mean([np.array(v) / max(v) for v in table.values()], axis=0)
+    rows = sorted(range(len(points)), key=lambda i: -relative[i])
+    for i in rows:
+        cells = "  ".join(f"{p} {table[p][i]:.4f}" for p in protocols)
+        print(f"{relative[i]:.4f}  {cells}  {points[i]}")
+    print(f"best: {points[rows[0]]}")
+    if args.json:
+        doc = {"source": args.source, "data": args.data, "k": args.k, "metric": metric, "protocols": protocols,
+               "points": [{"params": points[i], "relative": float(relative[i]),
+                           **{p: table[p][i] for p in protocols}} for i in rows]}  # fmt: skip
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _takes_seed(source: object) -> bool:
+    return hasattr(source, "seed")
+
+
+def _parse(text: str) -> object:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"none": None, "true": True, "false": False}.get(text.lower(), text)
+
+
+if __name__ == "__main__":
+    main()

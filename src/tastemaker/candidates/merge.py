@@ -1,0 +1,243 @@
+"""Merge: every source proposes up to its quota, duplicates collapse, and each candidate keeps its provenance.
+
+The merged order interleaves sources in proportion to their quotas: an item's key is its best
+``rank / quota`` over the sources that proposed it, so source A's 10th of 200 and source B's 5th of 100
+tie. Every source's first ``quota`` items (key < 1) come before any item past a quota; sources propose
+``depth × quota`` items, so where they agree (duplicates collapse) the list still fills to ``total``.
+Provenance is kept per (candidate, source) — score and rank, ``NaN`` / -1 where the source did not
+propose it — and becomes the ranker's features in the next layer, with ``seed_items`` (item_knn's
+"because you liked X").
+
+Cold start: a user with no history is not sent to sources that need one (``needs_history``); their quota
+goes to the sources that serve everyone (popular, trending, fresh), in proportion to those sources' own
+quotas, so a new user still gets ``total`` candidates, steered by onboarding attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import Field, field_validator
+
+from tastemaker.candidates.base import CandidateSource, History
+from tastemaker.config import ConfigModel
+from tastemaker.data.snapshot import Snapshot
+from tastemaker.errors import ConfigError, UnknownNameError
+
+__all__ = ["SOURCES", "CandidateGenerator", "Candidates", "MergeConfig"]
+
+
+def _sources() -> dict[str, Callable[[int], CandidateSource]]:
+    from tastemaker.candidates.als import ALS
+    from tastemaker.candidates.content import ContentSource
+    from tastemaker.candidates.ease import EASE
+    from tastemaker.candidates.fresh import FreshSource
+    from tastemaker.candidates.item_knn import ItemKNN
+    from tastemaker.candidates.popular import PopularConfig, PopularSource
+
+    return {
+        "als": lambda seed: ALS(seed=seed),
+        "item_knn": lambda seed: ItemKNN(),
+        "ease": lambda seed: EASE(),
+        "content": lambda seed: ContentSource(seed=seed),
+        "popular": lambda seed: PopularSource(PopularConfig(half_life_days=None)),
+        "trending": lambda seed: PopularSource(PopularConfig(half_life_days=7.0)),
+        "fresh": lambda seed: FreshSource(),
+    }
+
+
+#: source name -> factory taking a seed (the names a MergeConfig's quotas may use)
+SOURCES: dict[str, Callable[[int], CandidateSource]] = _sources()
+
+
+class MergeConfig(ConfigModel):
+    quotas: dict[str, int] = Field(
+        default_factory=lambda: {
+            "als": 200,
+            "ease": 150,
+            "item_knn": 100,
+            "content": 20,
+            "popular": 20,
+            "trending": 5,
+            "fresh": 5,
+        }  # fmt: skip
+    )
+    #: at most this many merged candidates per user
+    total: int = Field(default=500, ge=1)
+    #: each source proposes up to ``depth × quota`` items; past its quota an item ranks behind every
+    #: source's quota, so when sources overlap the list still fills to ``total`` in the same proportions
+    depth: float = Field(default=5.0, ge=1.0)
+    #: ``quota``: interleave by rank / quota; ``fusion``: order by reciprocal-rank fusion weighted by quota
+    rule: Literal["quota", "fusion"] = "fusion"
+    fusion_k: float = Field(default=60.0, gt=0)
+    #: under ``fusion``, each source's first ``reserve × quota`` items are placed before all others
+    reserve: float = Field(default=0.1, ge=0, le=1)
+
+    @field_validator("quotas")
+    @classmethod
+    def _known(cls, quotas: dict[str, int]) -> dict[str, int]:
+        for name, quota in quotas.items():
+            if name not in SOURCES:
+                raise UnknownNameError("candidate source", name, list(SOURCES))
+            if quota < 1:
+                raise ValueError(f"quota of {name!r} must be at least 1, got {quota}")
+        if not quotas:
+            raise ValueError("at least one source needs a quota")
+        return quotas
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Merged candidates of a batch of users, with per-source provenance (see the module docstring)."""
+
+    items: np.ndarray  # (users, total) item indices in merged order, -1 padded
+    sources: tuple[str, ...]
+    scores: np.ndarray  # (users, total, sources) the source's score, NaN where it did not propose the item
+    ranks: np.ndarray  # (users, total, sources) the source's rank from 0, -1 where it did not propose it
+    seed_items: np.ndarray  # (users, total) the history item behind an item_knn proposal, -1 if none
+    quotas: tuple[int, ...]
+
+    @property
+    def primary(self) -> np.ndarray:
+        """Index into ``sources`` of the source that ranked each candidate best (by rank / quota); -1 pads."""
+        norm = np.where(self.ranks >= 0, self.ranks / np.asarray(self.quotas, np.float64), np.inf)
+        return np.where(self.items >= 0, np.argmin(norm, axis=2), -1)
+
+
+class CandidateGenerator(CandidateSource):
+    """All configured sources behind the one interface; ``candidates`` returns the merged order."""
+
+    name = "candidates"
+    needs_history = False
+
+    def __init__(self, config: MergeConfig | None = None, *, seed: int = 42, sources: dict | None = None) -> None:
+        self.config = config or MergeConfig()
+        self.seed = seed
+        self._given = sources
+
+    def _fit(self, snapshot: Snapshot) -> None:
+        given = self._given or {}
+        self.sources: dict[str, CandidateSource] = {}
+        self.skipped: dict[str, str] = {}
+        for name in self.config.quotas:
+            source = given.get(name) or SOURCES[name](self.seed)
+            limit = getattr(getattr(source, "config", None), "max_items", None)
+            if limit is not None and snapshot.n_items > limit:
+                self.skipped[name] = f"{snapshot.n_items:,} items is above its limit of {limit:,}"
+                continue
+            self.sources[name] = source.fit(snapshot)
+        if not self.sources:
+            raise ConfigError(f"no candidate source could be fitted: {self.skipped}")
+
+    def fold_in(self, history: History) -> CandidateGenerator:
+        super().fold_in(history)
+        for source in self.sources.values():
+            source.fold_in(history)
+        return self
+
+    def add_items(self, items: pd.DataFrame) -> np.ndarray:
+        got = super().add_items(items)
+        for source in self.sources.values():
+            source.add_items(items)
+        return got
+
+    def _candidates(self, users: np.ndarray, n: int, exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        merged = self.generate(users, exclude=exclude, total=n)
+        key = np.where(merged.items >= 0, -np.arange(merged.items.shape[1], dtype=np.float32)[None, :], -np.inf)
+        return merged.items, key.astype(np.float32)
+
+    def generate(
+        self, users: np.ndarray, *, exclude: sp.csr_matrix | None = None, total: int | None = None
+    ) -> Candidates:
+        """Merged candidates with provenance for ``users`` (indices in this generator's user space)."""
+        _ = self.snapshot
+        users = np.asarray(users, dtype=np.int64)
+        total = total or self.config.total
+        exclude = self._widen(exclude, len(users))
+        warm = self.has_history(users)
+        names = tuple(self.sources)
+        quotas = np.array([self.config.quotas[name] for name in names], dtype=np.float64)
+        universal = np.array([not self.sources[name].needs_history for name in names])
+        spare = quotas[~universal].sum()
+        boost = quotas * universal / max(quotas[universal].sum(), 1.0) * spare  # cold users' extra per source
+        parts = []
+        for s, name in enumerate(names):
+            source = self.sources[name]
+            serve = np.ones(len(users), bool) if universal[s] else warm
+            width = int(min(np.ceil((quotas[s] + boost[s]) * self.config.depth), total))
+            ids = np.full((len(users), width), -1, np.int64)
+            scores = np.full((len(users), width), -np.inf, np.float32)
+            rows = np.flatnonzero(serve)
+            if len(rows):
+                ids[rows], scores[rows] = source.candidates(users[rows], width, exclude=exclude[rows])
+            limit = np.where(warm, quotas[s], quotas[s] + boost[s]).astype(np.int64)
+            ids[np.arange(width)[None, :] >= np.ceil(limit * self.config.depth)[:, None]] = -1
+            seeds = _seeds(source, users, ids)
+            parts.append((ids, scores, seeds, limit))
+        fusion = self.config.fusion_k if self.config.rule == "fusion" else None
+        return _merge(parts, names, total, tuple(int(q) for q in quotas), fusion, self.config.reserve)
+
+
+def _seeds(source: CandidateSource, users: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    because = getattr(source, "because", None)
+    if because is None or not (ids >= 0).any():
+        return np.full(ids.shape, -1, np.int64)
+    return np.asarray(because(users, ids), dtype=np.int64)
+
+
+def _merge(
+    parts: list[tuple[np.ndarray, ...]],
+    names: tuple[str, ...],
+    total: int,
+    quotas: tuple[int, ...],
+    fusion_k: float | None = None,
+    reserve: float = 0.0,
+) -> Candidates:
+    n_users = parts[0][0].shape[0]
+    item, row, src, rank, score, seed, key, reserved = ([] for _ in range(8))
+    for s, (ids, scores, seeds, limit) in enumerate(parts):
+        r, k = np.nonzero(ids >= 0)
+        item.append(ids[r, k]), row.append(r), src.append(np.full(len(r), s)), rank.append(k)
+        score.append(scores[r, k]), seed.append(seeds[r, k]), key.append(k / np.maximum(limit[r], 1))
+        reserved.append(k < np.ceil(limit[r] * reserve))
+    item, row, src, rank = (np.concatenate(a) for a in (item, row, src, rank))
+    score, seed, key, reserved = (np.concatenate(a) for a in (score, seed, key, reserved))
+    # one group per (user, item); its position is the best key over the sources that proposed it
+    order = np.lexsort((src, key, item, row))
+    first = np.ones(len(order), bool)
+    first[1:] = (row[order][1:] != row[order][:-1]) | (item[order][1:] != item[order][:-1])
+    group = np.cumsum(first) - 1
+    heads = order[first]
+    head_key = key[heads]
+    if fusion_k is not None:  # reciprocal-rank fusion: Σ over proposing sources of share / (fusion_k + rank)
+        share = np.asarray(quotas, np.float64)[src] / sum(quotas)
+        head_key = -np.bincount(group, weights=(share / (fusion_k + rank))[order])
+        # each source's reserved head goes first (fused order among them), so every source is heard
+        head_key = head_key - 10.0 * (np.bincount(group, weights=reserved[order].astype(float)) > 0)
+    by_position = np.lexsort((item[heads], head_key, row[heads]))  # merged order within each user
+    head_row = row[heads][by_position]
+    starts = np.searchsorted(head_row, np.arange(n_users))
+    slot_sorted = np.arange(len(by_position)) - starts[head_row]
+    slot = np.empty(len(heads), np.int64)
+    slot[by_position] = slot_sorted
+    entry_slot = slot[group]
+    entry_row = row[order]
+    keep = entry_slot < total
+
+    items = np.full((n_users, total), -1, np.int64)
+    head_keep = slot < total
+    items[row[heads][head_keep], slot[head_keep]] = item[heads][head_keep]
+    scores = np.full((n_users, total, len(names)), np.nan, np.float32)
+    ranks = np.full((n_users, total, len(names)), -1, np.int32)
+    where = (entry_row[keep], entry_slot[keep], src[order][keep])
+    scores[where] = score[order][keep]
+    ranks[where] = rank[order][keep]
+    seeds = np.full((n_users, total), -1, np.int64)
+    has_seed = keep & (seed[order] >= 0)
+    seeds[entry_row[has_seed], entry_slot[has_seed]] = seed[order][has_seed]
+    return Candidates(items, names, scores, ranks, seeds, quotas)

@@ -1,0 +1,84 @@
+"""The base contract's id spaces and fold-in, through ALS (the library's user recalculation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tastemaker.candidates import ALS, ALSConfig, History, Popularity
+from tastemaker.data import Dataset, Snapshot
+from tastemaker.errors import DataFormatError
+
+DAY = 86_400 * 1_000_000
+
+
+def events(rows: list[tuple[str, str, int]], start: int = 0) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp_us"])
+    return frame.assign(event_id=[f"e{start + i}" for i in range(len(frame))], type="click", value=np.nan)
+
+
+def two_taste_world() -> Snapshot:
+    """Users 0-49 like items a0-a9, users 50-99 like b0-b9 (6 of the 10 each): two blocks ALS separates."""
+    rng = np.random.default_rng(0)
+    rows = [
+        (f"u{u}", f"{'a' if u < 50 else 'b'}{i}", DAY * (u + i))
+        for u in range(100)
+        for i in rng.choice(10, size=6, replace=False)
+    ]
+    return Snapshot.from_frames(events(rows))
+
+
+@pytest.fixture(scope="module")
+def als() -> ALS:
+    return ALS(ALSConfig(factors=2, regularization=0.1, iterations=20)).fit(two_taste_world())
+
+
+def test_a_new_user_known_only_from_later_events_gets_candidates_of_their_taste(als: ALS) -> None:
+    source = ALS(als.config).fit(als.snapshot)
+    later = events([("newcomer", "b0", DAY * 999), ("newcomer", "b1", DAY * 999), ("newcomer", "b2", DAY * 999)])
+    history = History.from_events(later, source.item_ids)
+    source.fold_in(history)
+    user = source.user_index("newcomer")
+    assert user.tolist() == [als.snapshot.n_users]  # appended after the snapshot's users
+    ids, _ = source.candidates(user, 7, exclude=source.user_items(user))
+    assert {source.item_ids[i][0] for i in ids[0]} == {"b"}  # the 7 b's not yet seen, no a
+
+
+def test_fold_in_moves_a_known_user_and_is_idempotent(als: ALS) -> None:
+    source = ALS(als.config).fit(als.snapshot)
+    user = source.user_index("u0")
+    before = source.user_factors[user].copy()
+    switch = History.from_events(
+        events([("u0", f"b{i}", DAY * 200) for i in range(10)] * 3), source.item_ids
+    )  # a heavy burst of the other taste
+    source.fold_in(switch)
+    once = source.user_factors[user].copy()
+    source.fold_in(switch)
+    assert not np.allclose(before, once)
+    assert np.allclose(once, source.user_factors[user])  # folding the same history again changes nothing
+    scores = source.user_factors[user] @ source.item_factors.T
+    a_items, b_items = source.item_index([f"a{i}" for i in range(10)]), source.item_index([f"b{i}" for i in range(10)])
+    assert scores[0, b_items].mean() > scores[0, a_items].mean()  # the burst outweighs the snapshot
+    assert source.user_items(user).nnz == 16  # 6 a's from the snapshot + 10 b's folded in
+    assert source.user_last_us(user).max() == DAY * 200
+
+
+def test_user_and_item_spaces_only_grow(small_world: Dataset) -> None:
+    snap = Snapshot.from_dataset(small_world)
+    pop = Popularity().fit(snap)
+    got = pop.add_items(pd.DataFrame({"item_id": ["brand-new", snap.item_ids[0], "brand-new"]}))
+    assert got.tolist() == [snap.n_items, 0, snap.n_items] and pop.n_items == snap.n_items + 1
+    assert pop.item_ids[: snap.n_items].equals(snap.item_ids)
+    history = History.from_events(events([("x", "brand-new", 1)]), pop.item_ids)
+    pop.fold_in(history)
+    assert pop.user_items(pop.user_index("x")).indices.tolist() == [snap.n_items]
+    with pytest.raises(DataFormatError, match="history columns must follow"):
+        pop.fold_in(History.from_events(events([("x", "a", 1)]), pd.Index(["zz"], dtype=object)))
+
+
+def test_history_keeps_onboarding_only_users() -> None:
+    users = pd.DataFrame({"user_id": ["quiet"], "attributes": [{"preferred_categories": ["Jazz"]}]})
+    history = History.from_events(events([]).iloc[:0], pd.Index(["a"], dtype=object), users=users)
+    assert list(history.user_ids) == ["quiet"] and history.matrix.nnz == 0
+    assert history.attributes == ({"preferred_categories": ["Jazz"]},)

@@ -1,0 +1,136 @@
+"""ItemKNN: neighbours of recent items, their weights, the reason per item, exclusions and fold-in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from tastemaker.candidates import History
+from tastemaker.candidates.item_knn import ItemKNN, ItemKNNConfig
+from tastemaker.data import Dataset, Snapshot
+from tastemaker.errors import ConfigError, DataFormatError, NotFittedError
+
+DAY_US = 86_400 * 1_000_000
+CATALOG = ["a", "b", "c", "d", "e", "f", "g", "h"]  # e..h only in the catalog: BM25's idf needs room
+
+
+def snapshot(pairs: list[tuple[str, str, int]]) -> Snapshot:
+    inter = pd.DataFrame(pairs, columns=["user_id", "item_id", "timestamp_us"]).assign(weight=1.0, rating=np.nan)
+    inter["last_timestamp_us"] = inter["timestamp_us"]
+    return Snapshot.from_interactions(inter, pd.DataFrame({"item_id": CATALOG}))
+
+
+def two_pairs() -> Snapshot:
+    # a goes with b, c goes with d; t saw a long ago and c ten days later
+    pairs = [("u1", "a", 0), ("u1", "b", 0), ("u2", "a", 0), ("u2", "b", 0)]
+    pairs += [("u3", "c", 0), ("u3", "d", 0), ("u4", "c", 0), ("u4", "d", 0)]
+    return snapshot([*pairs, ("t", "a", 0), ("t", "c", 10 * DAY_US), ("s", "a", 0)])
+
+
+def events(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp_us"])
+    return frame.assign(event_id=[f"e{i}" for i in range(len(rows))], type="view", value=np.nan)
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "bm25"])
+def test_a_user_who_saw_a_gets_b_first_because_of_a(similarity: str) -> None:
+    snap = two_pairs()
+    knn = ItemKNN(ItemKNNConfig(similarity=similarity)).fit(snap)
+    s = knn.user_index("s")
+    ids, scores = knn.candidates(s, 3, exclude=snap.matrix[s])
+    # b shares two users with a, c only t; d is no neighbour of a, so it is not proposed at all
+    assert ids.tolist() == [[1, 2, -1]]
+    assert scores[0, 0] > scores[0, 1] > 0 and np.isneginf(scores[0, 2])
+    assert knn.because(s, ids).tolist() == [[0, 0, -1]]
+    with pytest.raises(DataFormatError, match=r"items has shape \(3,\); expected \(1, n\)"):
+        knn.because(s, ids[0])
+
+
+def test_scores_sum_similarities_and_a_half_life_favours_the_newer_item() -> None:
+    snap = two_pairs()
+    plain = ItemKNN(ItemKNNConfig(similarity="cosine")).fit(snap)
+    t = plain.user_index("t")
+    # cosine of a (u1, u2, t, s) and b (u1, u2): 2 / (2 * sqrt 2); c (u3, u4, t) and d (u3, u4): 2 / sqrt 6
+    ab, cd = 2 / (2 * np.sqrt(2)), 2 / np.sqrt(6)
+    ids, scores = plain.candidates(t, 2, exclude=snap.matrix[t])
+    assert ids.tolist() == [[3, 1]]
+    np.testing.assert_allclose(scores[0], [cd, ab], rtol=1e-6)
+    decayed = ItemKNN(ItemKNNConfig(similarity="cosine", half_life_days=5.0)).fit(snap)
+    _, scores = decayed.candidates(t, 2, exclude=snap.matrix[t])
+    np.testing.assert_allclose(scores[0], [cd, ab / 4], rtol=1e-6)  # a is two half-lives older than c
+    assert decayed.because(t, ids).tolist() == [[2, 0]]
+
+
+def test_only_the_newest_recent_items_are_used() -> None:
+    snap = two_pairs()
+    knn = ItemKNN(ItemKNNConfig(similarity="cosine", recent_items=1)).fit(snap)
+    t = knn.user_index("t")
+    assert knn.recent_weights(t).toarray().tolist() == [[0, 0, 1, 0, 0, 0, 0, 0]]
+    ids, _ = knn.candidates(t, 3, exclude=snap.matrix[t])
+    assert ids.tolist() == [[3, -1, -1]]  # from c only; a is older, so b is out
+
+
+def test_folded_history_counts_without_a_retrain() -> None:
+    snap = two_pairs()
+    knn = ItemKNN(ItemKNNConfig(recent_items=1)).fit(snap)
+    similarity = knn.similarity.copy()
+    # a newcomer who saw only a, and u3 (c, d at time 0) who now saw a after them
+    history = History.from_events(events([("z", "a", DAY_US), ("u3", "a", DAY_US)]), knn.item_ids, config=snap.config)
+    knn.fold_in(history)
+    users = knn.user_index(["z", "u3"])
+    ids, _ = knn.candidates(users, 2, exclude=knn.user_items(users))
+    assert ids.tolist() == [[1, 2], [1, -1]]  # a is the newest item of both, so b comes first, from a
+    assert knn.because(users, ids).tolist() == [[0, 0], [0, -1]]
+    assert (knn.similarity != similarity).nnz == 0
+
+
+def test_a_user_without_history_gets_no_candidates_and_no_reasons() -> None:
+    knn = ItemKNN().fit(two_pairs())
+    empty = events([]).iloc[:0]
+    knn.fold_in(History.from_events(empty, knn.item_ids, users=pd.DataFrame({"user_id": ["onboarded"]})))
+    user = knn.user_index("onboarded")
+    ids, scores = knn.candidates(user, 3)
+    assert ids.tolist() == [[-1, -1, -1]] and np.isneginf(scores).all()
+    assert knn.because(user, np.array([[1, -1, 2]])).tolist() == [[-1, -1, -1]]
+
+
+def test_because_names_the_largest_contribution(small_world: Dataset) -> None:
+    snap = Snapshot.from_dataset(small_world)
+    knn = ItemKNN(ItemKNNConfig(recent_items=10, half_life_days=3.0)).fit(snap)
+    users = np.arange(40)
+    ids, scores = knn.candidates(users, 15, exclude=snap.matrix[users])
+    reasons = knn.because(users, ids)
+    weights, similarity = knn.recent_weights(users).toarray(), knn.similarity.toarray()
+    contribution = weights[:, :, None] * similarity[:, np.maximum(ids, 0)].transpose(1, 0, 2)  # user, source, slot
+    listed = ids >= 0
+    assert listed.sum() > 0.9 * ids.size
+    np.testing.assert_allclose(scores[listed], contribution.sum(axis=1)[listed], rtol=1e-4)
+    assert np.array_equal(reasons[listed], contribution.argmax(axis=1)[listed])
+    assert (reasons[~listed] == -1).all()
+
+
+def test_seen_and_late_items_are_never_proposed(small_world: Dataset) -> None:
+    snap = Snapshot.from_dataset(small_world)
+    knn = ItemKNN().fit(snap)
+    late = knn.add_items(pd.DataFrame({"item_id": ["late-1", "late-2"]}))
+    users = np.arange(80)
+    exclude = sp.hstack([snap.matrix[users], sp.csr_matrix((80, 2))]).tocsr()
+    ids, scores = knn.candidates(users, 30, exclude=exclude)
+    assert not np.isin(ids, late).any()
+    assert all(not set(ids[r]) & set(snap.matrix[r].indices) for r in range(80))
+    finite = np.where(ids >= 0, scores, -np.inf)
+    assert (np.diff(finite, axis=1) <= 0).all()
+
+
+def test_using_item_knn_before_fit_is_a_clear_error() -> None:
+    with pytest.raises(NotFittedError, match="ItemKNN is not fitted yet; call fit"):
+        ItemKNN().candidates(np.array([0]), 3)
+    with pytest.raises(NotFittedError, match="ItemKNN is not fitted yet"):
+        ItemKNN().because(np.array([0]), np.array([[1]]))
+
+
+def test_an_unknown_similarity_is_refused() -> None:
+    with pytest.raises(ConfigError, match="similarity"):
+        ItemKNNConfig.from_dict({"similarity": "jaccard"})

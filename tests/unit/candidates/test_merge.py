@@ -1,0 +1,136 @@
+"""Merging sources: quotas, dedupe, provenance, cold start and fold-in through the generator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from tastemaker.candidates import CandidateSource, History
+from tastemaker.candidates.merge import CandidateGenerator, MergeConfig
+from tastemaker.data import Dataset, Snapshot, SyntheticConfig, generate
+from tastemaker.errors import ConfigError
+
+
+class Fixed(CandidateSource):
+    """Proposes a fixed list to every user (scores 1/rank), for checking the merge by hand."""
+
+    name = "fixed"
+
+    def __init__(self, items: list[int], *, needs_history: bool = True) -> None:
+        self.items, self.needs_history = items, needs_history
+
+    def _fit(self, snapshot: Snapshot) -> None:
+        pass
+
+    def _candidates(self, users: np.ndarray, n: int, exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.full((len(users), n), -1, np.int64)
+        scores = np.full((len(users), n), -np.inf, np.float32)
+        for row in range(len(users)):
+            allowed = [i for i in self.items if exclude[row, i] == 0][:n]
+            ids[row, : len(allowed)] = allowed
+            scores[row, : len(allowed)] = 1.0 / (1 + np.arange(len(allowed)))
+        return ids, scores
+
+
+def tiny() -> Snapshot:
+    pairs = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["i0", "i1"]}).assign(
+        weight=1.0, rating=np.nan, timestamp_us=0, last_timestamp_us=0
+    )
+    return Snapshot.from_interactions(pairs, pd.DataFrame({"item_id": [f"i{i}" for i in range(10)]}))
+
+
+def test_quotas_interleave_dedupe_and_keep_every_sources_provenance() -> None:
+    snap = tiny()
+    sources = {"als": Fixed([2, 3, 4, 5, 6]), "popular": Fixed([4, 7, 8], needs_history=False)}
+    strict = CandidateGenerator(
+        MergeConfig(quotas={"als": 4, "popular": 2}, total=10, depth=1, rule="quota"), sources=sources
+    )
+    # keys: als 2→0, 3→.25, 4→.5, 5→.75 (quota 4 cuts 6); popular 4→0, 7→.5 (quota 2 cuts 8)
+    assert strict.fit(snap).generate(np.array([0])).items[0].tolist() == [2, 4, 3, 7, 5, -1, -1, -1, -1, -1]
+    gen = CandidateGenerator(
+        MergeConfig(quotas={"als": 4, "popular": 2}, total=10, depth=2, rule="quota"), sources=sources
+    ).fit(snap)
+    got = gen.generate(np.array([0]))
+    # depth 2: past their quotas, 6 (als, 4/4) and 8 (popular, 2/2) fill the room the duplicate 4 left
+    assert got.items[0].tolist() == [2, 4, 3, 7, 5, 6, 8, -1, -1, -1]
+    assert got.sources == ("als", "popular")
+    slot = got.items[0].tolist().index(4)
+    assert got.ranks[0, slot].tolist() == [2, 0] and np.allclose(got.scores[0, slot], [1 / 3, 1.0])
+    assert got.ranks[0, 0].tolist() == [0, -1] and np.isnan(got.scores[0, 0, 1])
+    assert got.primary[0, :5].tolist() == [0, 1, 0, 1, 0]
+    ids, _ = gen.candidates(np.array([0]), 3)
+    assert ids.tolist() == [[2, 4, 3]]
+
+
+def test_fusion_puts_reserved_heads_first_then_orders_by_weighted_reciprocal_rank() -> None:
+    snap = tiny()
+    sources = {"als": Fixed([2, 3, 4, 5, 6]), "popular": Fixed([6, 5, 9], needs_history=False)}
+    config = MergeConfig(quotas={"als": 3, "popular": 1}, total=10, depth=2, rule="fusion", fusion_k=1, reserve=0.34)
+    got = CandidateGenerator(config, sources=sources).fit(snap).generate(np.array([0]))
+    # reserved: als ranks 0-1 (ceil(3 × .34) = 2) → 2, 3; popular rank 0 → 6. Fused (share / (1 + rank)):
+    # 2: .75, 3: .375, 6: .75/5 + .25 = .4 → reserved order 2, 6, 3; then 5: .75/4 + .25/2 = .3125,
+    # 4: .25; popular proposes depth × quota = 2 items, so 9 never enters
+    assert got.items[0, :6].tolist() == [2, 6, 3, 5, 4, -1]
+
+
+def test_excluded_items_never_come_back() -> None:
+    snap = tiny()
+    gen = CandidateGenerator(
+        MergeConfig(quotas={"als": 4, "popular": 4}, total=10),
+        sources={"als": Fixed([0, 1, 2, 3]), "popular": Fixed([1, 2, 9], needs_history=False)},
+    ).fit(snap)
+    got = gen.generate(np.array([0]), exclude=snap.matrix[[0]])
+    assert set(got.items[0][got.items[0] >= 0]) == {2, 3, 9}
+
+
+def test_a_user_without_history_gets_the_whole_total_from_sources_that_serve_everyone() -> None:
+    snap = tiny()
+    gen = CandidateGenerator(
+        MergeConfig(quotas={"als": 6, "popular": 2, "fresh": 2}, total=10),
+        sources={"als": Fixed(list(range(10))), "popular": Fixed(list(range(10)), needs_history=False),
+                 "fresh": Fixed(list(range(9, -1, -1)), needs_history=False)},
+    ).fit(snap)  # fmt: skip
+    gen.fold_in(History.from_events(pd.DataFrame(columns=["event_id", "user_id", "item_id", "type", "value",
+                                                          "timestamp_us"]), gen.item_ids,
+                                    users=pd.DataFrame({"user_id": ["cold"]})))  # fmt: skip
+    got = gen.generate(gen.user_index(["cold", "u"]))
+    cold, warm = got.items
+    assert (cold >= 0).sum() == 10 and (got.ranks[0, :, 0] == -1).all()  # nothing from als, 5 + 5 from the others
+    assert ((got.ranks[1, :, 0] >= 0) & (got.ranks[1, :, 0] < 6)).sum() == 6  # a warm user gets als's quota
+    assert (got.ranks[1, :6, 0] >= 0).all()  # and als's quota leads the list (keys below 1)
+
+
+def test_unknown_sources_and_empty_quotas_are_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown candidate source 'alss'; known: als"):
+        MergeConfig.from_dict({"quotas": {"alss": 10}})
+    with pytest.raises(ConfigError, match="at least one source"):
+        MergeConfig.from_dict({"quotas": {}})
+
+
+@pytest.fixture(scope="module")
+def world() -> Dataset:
+    return generate(SyntheticConfig(n_users=300, n_items=400, seed=3))
+
+
+def test_the_default_generator_serves_warm_cold_and_folded_in_users(world: Dataset) -> None:
+    snap = Snapshot.from_dataset(world)
+    gen = CandidateGenerator(MergeConfig(total=120)).fit(snap)
+    users = np.arange(5)
+    got = gen.generate(users, exclude=snap.matrix[users])
+    assert ((got.items >= 0).sum(axis=1) == 120).all()
+    assert not any(set(got.items[r]) & set(snap.matrix[r].indices) for r in range(5))
+    assert set(got.sources) == {"als", "ease", "item_knn", "content", "popular", "trending", "fresh"}
+    # item_knn proposals carry the history item they came from
+    knn = got.sources.index("item_knn")
+    proposed = got.ranks[:, :, knn] >= 0
+    assert proposed.any() and (got.seed_items[proposed] >= 0).all()
+    # a user whose only history arrived after training: personal sources take part without a retrain
+    liked = world.events[world.events["user_id"] == world.events["user_id"].iloc[0]].head(10)
+    gen.fold_in(
+        History.from_events(liked.assign(user_id="late", event_id=lambda f: "late" + f["event_id"]), gen.item_ids)
+    )
+    late = gen.generate(gen.user_index(["late"]))
+    assert (late.ranks[0, :, got.sources.index("als")] >= 0).any()
+    assert (late.ranks[0, :, got.sources.index("content")] >= 0).any()
