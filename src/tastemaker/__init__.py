@@ -1,5 +1,7 @@
 """tastemaker: a personalization engine. Events in, ranked personal lists out, with proof they help."""
 
+from tastemaker.candidates import History
+from tastemaker.candidates.merge import CandidateGenerator, MergeConfig
 from tastemaker.clock import Clock, FixedClock, SystemClock
 from tastemaker.data import (
     Dataset,
@@ -26,6 +28,9 @@ from tastemaker.store import ExposedItem, Exposure, Store, open_store
 __version__ = "0.1.0"
 
 __all__ = [
+    "CandidateGenerator",
+    "History",
+    "MergeConfig",
     "Clock",
     "ConfigError",
     "DataFormatError",

@@ -123,7 +123,10 @@ class ContentSource(CandidateSource):
         if self.config.half_life_days is not None:
             age_days = (when[first] - when) / _DAY_US
             w = w * 0.5 ** (age_days / self.config.half_life_days)
-        mix = sp.csr_matrix((w[recent], (rows[recent], cols[recent])), shape=(len(users), len(self.vectors)))
+        # float32 like the vectors: a float64 matrix would make scipy copy every item vector per call
+        mix = sp.csr_matrix(
+            (w[recent].astype(np.float32), (rows[recent], cols[recent])), shape=(len(users), len(self.vectors))
+        )
         return _unit(np.asarray(mix @ self.vectors, dtype=np.float32))
 
     def _documents(self, titles: Any, categories: list[list[str]], texts: Any) -> list[str]:

@@ -84,7 +84,7 @@ class FreshSource(CandidateSource):
         if self.config.steer and len(self._categories):
             shares = user_category_shares(self, users, self._item_categories, self._categories)
             top = _top_categories(shares, self.config.top_categories)
-            in_top = (top @ self._pool_categories_t).toarray() > 0
+            in_top = np.asarray(self._pool_categories_t.T @ top.T).T > 0
             scores += in_top.astype(np.float32)
         pool_exclude = local_columns(exclude, self._position, len(self._pool)) if exclude.nnz else None
         local, best = top_n(scores, n, pool_exclude)
@@ -92,12 +92,12 @@ class FreshSource(CandidateSource):
         return ids, best
 
 
-def _top_categories(shares: sp.csr_matrix, k: int) -> sp.csr_matrix:
+def _top_categories(shares: np.ndarray, k: int) -> np.ndarray:
     """A 0/1 matrix marking each user's ``k`` largest category shares."""
-    dense = shares.toarray()
+    dense = shares
     if dense.shape[1] > k:
         cut = -np.partition(-dense, k - 1, axis=1)[:, k - 1 : k]
         dense = np.where((dense >= cut) & (dense > 0), 1.0, 0.0)
     else:
         dense = (dense > 0).astype(float)
-    return sp.csr_matrix(dense.astype(np.float32))
+    return dense.astype(np.float32)

@@ -5,7 +5,7 @@ The merged order interleaves sources in proportion to their quotas: an item's ke
 tie. Every source's first ``quota`` items (key < 1) come before any item past a quota; sources propose
 ``depth × quota`` items, so where they agree (duplicates collapse) the list still fills to ``total``.
 Provenance is kept per (candidate, source) — score and rank, ``NaN`` / -1 where the source did not
-propose it — and becomes the ranker's features in the next layer, with ``seed_items`` (item_knn's
+propose it — and becomes the ranker's features in the next layer, with ``seed_items`` on request (item_knn's
 "because you liked X").
 
 Cold start: a user with no history is not sent to sources that need one (``needs_history``); their quota
@@ -15,6 +15,7 @@ quotas, so a new user still gets ``total`` candidates, steered by onboarding att
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -99,7 +100,8 @@ class Candidates:
     sources: tuple[str, ...]
     scores: np.ndarray  # (users, total, sources) the source's score, NaN where it did not propose the item
     ranks: np.ndarray  # (users, total, sources) the source's rank from 0, -1 where it did not propose it
-    seed_items: np.ndarray  # (users, total) the history item behind an item_knn proposal, -1 if none
+    #: (users, total) the history item behind an item_knn proposal, -1 if none; None unless asked for
+    seed_items: np.ndarray | None
     quotas: tuple[int, ...]
 
     @property
@@ -151,8 +153,22 @@ class CandidateGenerator(CandidateSource):
         key = np.where(merged.items >= 0, -np.arange(merged.items.shape[1], dtype=np.float32)[None, :], -np.inf)
         return merged.items, key.astype(np.float32)
 
+    def because(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """For ``items`` (one row per user, -1 padded), the history item item_knn would name as the reason
+        ("because you liked X"), -1 where it has none. Ask for the few items shown, not all candidates:
+        the cost grows with history × items."""
+        source = self.sources.get("item_knn")
+        if source is None:
+            return np.full(np.shape(items), -1, np.int64)
+        return _seeds(source, np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64))
+
     def generate(
-        self, users: np.ndarray, *, exclude: sp.csr_matrix | None = None, total: int | None = None
+        self,
+        users: np.ndarray,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        total: int | None = None,
+        seeds: bool = False,
     ) -> Candidates:
         """Merged candidates with provenance for ``users`` (indices in this generator's user space)."""
         _ = self.snapshot
@@ -177,10 +193,14 @@ class CandidateGenerator(CandidateSource):
                 ids[rows], scores[rows] = source.candidates(users[rows], width, exclude=exclude[rows])
             limit = np.where(warm, quotas[s], quotas[s] + boost[s]).astype(np.int64)
             ids[np.arange(width)[None, :] >= np.ceil(limit * self.config.depth)[:, None]] = -1
-            seeds = _seeds(source, users, ids)
-            parts.append((ids, scores, seeds, limit))
+            parts.append((ids, scores, limit))
         fusion = self.config.fusion_k if self.config.rule == "fusion" else None
-        return _merge(parts, names, total, tuple(int(q) for q in quotas), fusion, self.config.reserve)
+        merged = _merge(parts, names, total, tuple(int(q) for q in quotas), fusion, self.config.reserve)
+        if not seeds or "item_knn" not in names:
+            return merged
+        proposed = merged.ranks[:, :, names.index("item_knn")] >= 0
+        found = self.because(users, np.where(proposed, merged.items, -1))
+        return dataclasses.replace(merged, seed_items=found)
 
 
 def _seeds(source: CandidateSource, users: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -199,14 +219,14 @@ def _merge(
     reserve: float = 0.0,
 ) -> Candidates:
     n_users = parts[0][0].shape[0]
-    item, row, src, rank, score, seed, key, reserved = ([] for _ in range(8))
-    for s, (ids, scores, seeds, limit) in enumerate(parts):
+    item, row, src, rank, score, key, reserved = ([] for _ in range(7))
+    for s, (ids, scores, limit) in enumerate(parts):
         r, k = np.nonzero(ids >= 0)
         item.append(ids[r, k]), row.append(r), src.append(np.full(len(r), s)), rank.append(k)
-        score.append(scores[r, k]), seed.append(seeds[r, k]), key.append(k / np.maximum(limit[r], 1))
+        score.append(scores[r, k]), key.append(k / np.maximum(limit[r], 1))
         reserved.append(k < np.ceil(limit[r] * reserve))
     item, row, src, rank = (np.concatenate(a) for a in (item, row, src, rank))
-    score, seed, key, reserved = (np.concatenate(a) for a in (score, seed, key, reserved))
+    score, key, reserved = (np.concatenate(a) for a in (score, key, reserved))
     # one group per (user, item); its position is the best key over the sources that proposed it
     order = np.lexsort((src, key, item, row))
     first = np.ones(len(order), bool)
@@ -237,7 +257,4 @@ def _merge(
     where = (entry_row[keep], entry_slot[keep], src[order][keep])
     scores[where] = score[order][keep]
     ranks[where] = rank[order][keep]
-    seeds = np.full((n_users, total), -1, np.int64)
-    has_seed = keep & (seed[order] >= 0)
-    seeds[entry_row[has_seed], entry_slot[has_seed]] = seed[order][has_seed]
-    return Candidates(items, names, scores, ranks, seeds, quotas)
+    return Candidates(items, names, scores, ranks, None, quotas)

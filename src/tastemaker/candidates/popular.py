@@ -101,7 +101,7 @@ class PopularSource(CandidateSource):
         )
         ids = np.full((len(users), n), -1, np.int64)
         scores = np.full((len(users), n), -np.inf, np.float32)
-        plain = shares.getnnz(axis=1) == 0
+        plain = ~shares.any(axis=1)
         if plain.any():
             rows = np.flatnonzero(plain)
             ids[rows], scores[rows] = _global(self._order, self.score, len(rows), n, exclude[rows])
@@ -109,7 +109,7 @@ class PopularSource(CandidateSource):
             rows = np.flatnonzero(~plain[start : start + _CHUNK]) + start
             if not len(rows):
                 continue
-            affinity = (shares[rows] @ self._pool_categories_t).toarray()
+            affinity = np.asarray(self._pool_categories_t.T @ shares[rows].T).T
             steered = self.score[self._pool][None, :] * (self.config.floor + np.minimum(affinity, 1.0))
             local, best = top_n(steered, n, local_columns(exclude[rows], self._position, len(self._pool)))
             ids[rows] = np.where(local >= 0, self._pool[np.maximum(local, 0)], -1)
@@ -123,27 +123,31 @@ def user_category_shares(
     item_categories: sp.csr_matrix,
     categories: pd.Index,
     preferred_weight: float = 1.0,
-) -> sp.csr_matrix:
-    """Each user's category distribution (rows sum to 1, or are empty when nothing is known): the share of
-    their interacted items per category, plus ``preferred_weight`` times an even split over their
-    ``attributes.preferred_categories``, renormalised."""
-    seen = source.user_items(users)[:, : item_categories.shape[0]] != 0
-    history = _normalise(sp.csr_matrix(seen.astype(np.float32) @ item_categories))
-    rows, cols = [], []
+) -> np.ndarray:
+    """Each user's category distribution, dense ``(len(users), len(categories))``: rows sum to 1, or are zero
+    when nothing is known. The share of their interacted items per category, plus ``preferred_weight``
+    times an even split over their ``attributes.preferred_categories``, renormalised."""
+    history = np.zeros((len(users), len(categories)))
+    rows = source.user_items(users)
+    row_of = np.repeat(np.arange(len(users)), np.diff(rows.indptr))
+    items = rows.indices
+    inside = items < item_categories.shape[0]
+    row_of, items = row_of[inside], items[inside]
+    per_item = np.diff(item_categories.indptr)[items]  # expand each interacted item into its categories
+    starts = np.repeat(item_categories.indptr[items], per_item)
+    offsets = np.arange(per_item.sum()) - np.repeat(np.cumsum(per_item) - per_item, per_item)
+    np.add.at(history, (np.repeat(row_of, per_item), item_categories.indices[starts + offsets]), 1.0)
+    preferred = np.zeros_like(history)
     for row, user in enumerate(users):
-        preferred = source.user_attributes(user).get("preferred_categories") or []
-        found = categories.get_indexer([str(c) for c in preferred]) if len(preferred) else np.zeros(0, np.int64)
-        found = np.unique(found[found >= 0])
-        rows.extend([row] * len(found))
-        cols.extend(found.tolist())
-    shape = (len(users), len(categories))
-    preferred = _normalise(sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape))
-    return _normalise(history + preferred_weight * preferred)
+        wanted = source.user_attributes(user).get("preferred_categories") or []
+        found = categories.get_indexer([str(c) for c in wanted]) if len(wanted) else np.zeros(0, np.int64)
+        preferred[row, np.unique(found[found >= 0])] = 1.0
+    return _normalise(_normalise(history) + preferred_weight * _normalise(preferred))
 
 
-def _normalise(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    totals = np.asarray(matrix.sum(axis=1)).ravel()
-    return sp.csr_matrix(sp.diags(np.where(totals > 0, 1.0 / np.maximum(totals, 1e-12), 0.0)) @ matrix)
+def _normalise(matrix: np.ndarray) -> np.ndarray:
+    totals = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
 
 
 def _global(

@@ -118,7 +118,7 @@ def test_the_default_generator_serves_warm_cold_and_folded_in_users(world: Datas
     snap = Snapshot.from_dataset(world)
     gen = CandidateGenerator(MergeConfig(total=120)).fit(snap)
     users = np.arange(5)
-    got = gen.generate(users, exclude=snap.matrix[users])
+    got = gen.generate(users, exclude=snap.matrix[users], seeds=True)
     assert ((got.items >= 0).sum(axis=1) == 120).all()
     assert not any(set(got.items[r]) & set(snap.matrix[r].indices) for r in range(5))
     assert set(got.sources) == {"als", "ease", "item_knn", "content", "popular", "trending", "fresh"}
