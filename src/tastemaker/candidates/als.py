@@ -63,7 +63,16 @@ class ALS(CandidateSource):
         self.index = VectorIndex(cfg.ann).build(self.item_factors)
 
     def _candidates(self, users: np.ndarray, n: int, exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(self.user_factors[users], n, exclude=exclude[:, : len(self.item_factors)])
+        ids = np.full((len(users), n), -1, np.int64)
+        scores = np.full((len(users), n), -np.inf, np.float32)
+        factors = self.user_factors[users]
+        # a zero vector (no history in the trained columns) scores every item 0: no opinion, not a list
+        known = np.flatnonzero(np.abs(factors).sum(axis=1) > 0)
+        if len(known):
+            ids[known], scores[known] = self.index.search(
+                factors[known], n, exclude=exclude[known][:, : len(self.item_factors)]
+            )
+        return ids, scores
 
     def _folded(self, users: np.ndarray) -> None:
         if len(self.user_factors) < self.n_users:

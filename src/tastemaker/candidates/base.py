@@ -120,7 +120,9 @@ class CandidateSource(ABC):
         self._base_last = _last_matrix(snapshot)
         self._user_items = self._base_items
         self._user_last = self._base_last
-        self._attributes: dict[int, dict[str, Any]] = {}
+        self._attributes: dict[int, dict[str, Any]] = {
+            row: dict(attrs) for row, attrs in enumerate(snapshot.user_attributes) if attrs
+        }
         self._fit(snapshot)
         self._snapshot = snapshot
         return self
@@ -154,7 +156,8 @@ class CandidateSource(ABC):
         base_last = sp.diags(known) @ _resize(self._base_last[own], len(rows), self.n_items)
         extra = _resize(history.matrix, len(rows), self.n_items)
         extra_last = _resize(history.last_us, len(rows), self.n_items)
-        self._user_items = _replace_rows(self._user_items, rows, (base + extra).tocsr())
+        combined = base.maximum(extra) if snap.config.aggregate == "max" else base + extra
+        self._user_items = _replace_rows(self._user_items, rows, combined.tocsr())
         self._user_last = _replace_rows(self._user_last, rows, base_last.maximum(extra_last).tocsr())
         for row, attrs in zip(rows, history.attributes or ({},) * len(rows), strict=True):
             if attrs:
@@ -261,7 +264,8 @@ def pad_results(ids: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray
 
 def top_n(scores: np.ndarray, n: int, exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The ``n`` best columns of each row of a dense score matrix, best first; ``-inf`` and excluded
-    entries are never returned (padded with -1 / -inf). Ties go to the lower index."""
+    entries are never returned (padded with -1 / -inf). Among the chosen, ties go to the lower index; which
+    of several items tied at the cut-off is chosen is up to ``argpartition``."""
     scores = np.array(scores, dtype=np.float32, copy=True)
     if exclude is not None and exclude.nnz:
         coo = exclude.tocoo()

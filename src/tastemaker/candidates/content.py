@@ -115,6 +115,8 @@ class ContentSource(CandidateSource):
         weights = self.user_items(users).tocoo()
         keep = weights.data != 0
         rows, cols, w = weights.row[keep], weights.col[keep], weights.data[keep].astype(np.float64)
+        if not len(rows):  # nobody in the batch has history
+            return np.zeros((len(users), self.vectors.shape[1]), np.float32)
         when = np.asarray(self.user_last_us(users)[rows, cols], dtype=np.float64).ravel()
         order = np.lexsort((-when, rows))  # by user, newest first
         rows, cols, w, when = rows[order], cols[order], w[order], when[order]

@@ -59,7 +59,8 @@ class FreshSource(CandidateSource):
         cats = frame["categories"] if "categories" in frame else pd.Series([[]] * len(frame))
         rows, cols = [], []
         for row, values in enumerate(cats):
-            found = self._categories.get_indexer([str(c) for c in (values if isinstance(values, list | tuple) else [])])
+            listed = list(values) if isinstance(values, list | tuple | np.ndarray) else []  # parquet gives arrays
+            found = self._categories.get_indexer([str(c) for c in listed])
             rows += [row] * int((found >= 0).sum())
             cols += found[found >= 0].tolist()
         added = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(items), len(self._categories)))

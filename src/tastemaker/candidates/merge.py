@@ -129,8 +129,9 @@ class CandidateGenerator(CandidateSource):
         for name in self.config.quotas:
             source = given.get(name) or SOURCES[name](self.seed)
             limit = getattr(getattr(source, "config", None), "max_items", None)
-            if limit is not None and snapshot.n_items > limit:
-                self.skipped[name] = f"{snapshot.n_items:,} items is above its limit of {limit:,}"
+            active = int((np.diff(snapshot.matrix.tocsc().indptr) > 0).sum())  # what sizes EASE's matrix
+            if limit is not None and active > limit:
+                self.skipped[name] = f"{active:,} items with interactions is above its limit of {limit:,}"
                 continue
             self.sources[name] = source.fit(snapshot)
         if not self.sources:

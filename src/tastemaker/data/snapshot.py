@@ -9,7 +9,7 @@ catalog's current state, except that items created after the cutoff are left out
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -118,6 +118,8 @@ class Snapshot:
     item_available: np.ndarray
     user_last_active_us: np.ndarray
     config: SnapshotConfig
+    #: each user's attributes (e.g. onboarding ``preferred_categories``), aligned with ``user_ids``
+    user_attributes: tuple[dict[str, Any], ...] = ()
 
     @property
     def n_users(self) -> int:
@@ -214,6 +216,7 @@ class Snapshot:
             interactions=table,
             config=config,
             user_last_active_us=_aligned(last_active, user_ids, UNKNOWN_TIME).astype(np.int64),
+            user_attributes=_user_attributes(users, user_ids),
             **_item_arrays(items, item_ids, table),
         )
 
@@ -265,6 +268,13 @@ def _item_arrays(items: pd.DataFrame, item_ids: pd.Index, table: pd.DataFrame) -
         "item_created_at_us": created,
         "item_available": column("available", True).astype(bool),
     }
+
+
+def _user_attributes(users: pd.DataFrame | None, user_ids: pd.Index) -> tuple[dict[str, Any], ...]:
+    if users is None or users.empty or "attributes" not in users:
+        return ({},) * len(user_ids)
+    found = dict(zip(users["user_id"].astype(str), users["attributes"], strict=True))
+    return tuple(a if isinstance(a, dict) else {} for a in (found.get(u) for u in user_ids))
 
 
 def _ids(frame: pd.DataFrame | None, column: str) -> np.ndarray:

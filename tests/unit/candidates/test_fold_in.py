@@ -82,3 +82,21 @@ def test_history_keeps_onboarding_only_users() -> None:
     history = History.from_events(events([]).iloc[:0], pd.Index(["a"], dtype=object), users=users)
     assert list(history.user_ids) == ["quiet"] and history.matrix.nnz == 0
     assert history.attributes == ({"preferred_categories": ["Jazz"]},)
+
+
+def test_a_user_without_signal_gets_no_als_list_rather_than_arbitrary_items(als: ALS) -> None:
+    source = ALS(als.config).fit(als.snapshot)
+    source.add_items(pd.DataFrame({"item_id": ["late-item"]}))
+    source.fold_in(History.from_events(events([("only-late", "late-item", DAY * 999)]), source.item_ids))
+    ids, scores = source.candidates(source.user_index(["only-late"]), 5)
+    assert (ids == -1).all() and np.isneginf(scores).all()
+
+
+def test_fold_in_follows_the_snapshots_max_aggregate() -> None:
+    from tastemaker.data import SnapshotConfig
+
+    config = SnapshotConfig(aggregate="max")
+    snap = Snapshot.from_frames(events([("u", "a", 1), ("u", "b", 2)]), config=config)
+    pop = Popularity().fit(snap)
+    pop.fold_in(History.from_events(events([("u", "a", 3)], start=10), pop.item_ids, config=config))
+    assert pop.user_items(pop.user_index("u")).toarray().tolist() == [[2.0, 2.0]]  # click weight 2, not 2 + 2

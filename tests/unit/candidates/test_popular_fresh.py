@@ -83,3 +83,17 @@ def test_an_item_upserted_after_training_is_the_freshest_at_once() -> None:
     fresh.add_items(new)
     ids, scores = fresh.candidates(snap.user_index(["jazzfan"]), 1)
     assert names(fresh, ids[0]) == ["just-in"] and scores[0, 0] == 1.0
+
+
+def test_onboarding_stored_before_the_snapshot_steers_without_a_fold_in() -> None:
+    frame = world()
+    users = pd.DataFrame({"user_id": ["onboarded"], "attributes": [{"preferred_categories": ["Jazz"]}]})
+    events = pd.DataFrame({"event_id": ["x"], "user_id": ["old0"], "item_id": ["jazz-old"], "type": ["click"],
+                           "value": [np.nan], "timestamp_us": [NOW - 400 * DAY]})  # fmt: skip
+    snap = Snapshot.from_frames(events, catalog(), users, cutoff_us=NOW)
+    assert frame.n_items == snap.n_items
+    fresh = FreshSource(FreshConfig(top_categories=1)).fit(snap)
+    ids, _ = fresh.candidates(snap.user_index(["onboarded"]), 1)
+    assert names(fresh, ids[0]) == ["jazz-fresh"]  # unsteered, the newest item would be rock-fresh
+    plain = FreshSource(FreshConfig(steer=False)).fit(snap)
+    assert names(plain, plain.candidates(snap.user_index(["onboarded"]), 1)[0][0]) == ["rock-fresh"]
