@@ -26,7 +26,25 @@ from tastemaker.data import Snapshot
 
 DAY = 86_400 * 1_000_000
 FIT_TARGET_S, P99_TARGET_MS = 60.0, 5.0
-WORDS = np.array("star night river city love war ghost game road song king girl dark light time".split())
+WORDS = np.array(
+    [
+        "star",
+        "night",
+        "river",
+        "city",
+        "love",
+        "war",
+        "ghost",
+        "game",
+        "road",
+        "song",
+        "king",
+        "girl",
+        "dark",
+        "light",
+        "time",
+    ]
+)
 
 
 def world(users: int, items: int, interactions: int, seed: int = 0) -> Snapshot:
@@ -115,7 +133,8 @@ def main() -> None:
     lat = latency(big, args.requests)
     print(f"merged candidates, {args.latency_items:,}-item catalog: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms")
     write("candidates", {
-        "world": {"users": args.users, "items": args.items, "interactions": args.interactions, "pairs": int(snap.matrix.nnz)},
+        "world": {"users": args.users, "items": args.items, "interactions": args.interactions,
+                  "pairs": int(snap.matrix.nnz)},
         "fit_all_seconds": round(total, 2), "fit_target_seconds": FIT_TARGET_S, "fit_per_source_seconds": per,
         "fit_skipped": skipped, "latency_catalog_items": args.latency_items, "latency": lat,
         "latency_p99_target_ms": P99_TARGET_MS,
