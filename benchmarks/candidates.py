@@ -26,25 +26,7 @@ from tastemaker.data import Snapshot
 
 DAY = 86_400 * 1_000_000
 FIT_TARGET_S, P99_TARGET_MS = 60.0, 5.0
-WORDS = np.array(
-    [
-        "star",
-        "night",
-        "river",
-        "city",
-        "love",
-        "war",
-        "ghost",
-        "game",
-        "road",
-        "song",
-        "king",
-        "girl",
-        "dark",
-        "light",
-        "time",
-    ]
-)
+WORDS = np.array("star night river city love war ghost game road song king girl dark light time".split())  # noqa: SIM905
 
 
 def world(users: int, items: int, interactions: int, seed: int = 0) -> Snapshot:

@@ -87,7 +87,7 @@ def test_a_tampered_result_is_caught_by_the_recompute_script(small_world: Datase
 
 
 def test_an_unknown_model_fails_before_any_work(small_world: Dataset) -> None:
-    with pytest.raises(UnknownNameError, match="unknown model 'als2'; known: als, implicit-als, "):
+    with pytest.raises(UnknownNameError, match="unknown model 'als2'; known: als, candidates, "):
         evaluate(small_world, "temporal", ["popularity", "als2"])
 
 
