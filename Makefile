@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench bench-faiss lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/import_movielens.py
+	$(BIN)/python benchmarks/candidates.py
+
+bench-faiss: $(STAMP)  # builds 1M-vector indexes: about 30 minutes on 2 cores
+	$(BIN)/python benchmarks/faiss_retrieval.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
