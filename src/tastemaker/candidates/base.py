@@ -246,7 +246,11 @@ class CandidateSource(ABC):
             return sp.csr_matrix((rows, self.n_items), dtype=np.float32)
         if exclude.shape[0] != rows or exclude.shape[1] > self.n_items:
             raise DataFormatError(f"exclude has shape {exclude.shape}; expected ({rows}, ≤ {self.n_items})")
-        return _resize(sp.csr_matrix(exclude), rows, self.n_items)
+        exclude = _resize(sp.csr_matrix(exclude), rows, self.n_items)
+        if exclude.nnz and not exclude.data.all():  # a stored 0 excludes nothing, on every search path
+            exclude = exclude.copy()
+            exclude.eliminate_zeros()
+        return exclude
 
 
 def pad_results(ids: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from tastemaker.candidates import ALS, ALSConfig, History, Popularity
 from tastemaker.data import Dataset, Snapshot
@@ -100,3 +101,12 @@ def test_fold_in_follows_the_snapshots_max_aggregate() -> None:
     pop = Popularity().fit(snap)
     pop.fold_in(History.from_events(events([("u", "a", 3)], start=10), pop.item_ids, config=config))
     assert pop.user_items(pop.user_index("u")).toarray().tolist() == [[2.0, 2.0]]  # click weight 2, not 2 + 2
+
+
+def test_a_stored_zero_in_exclude_excludes_nothing(als: ALS) -> None:
+    user = als.user_index("u0")
+    exclude = sp.csr_matrix((np.zeros(1, np.float32), ([0], [0])), shape=(1, als.n_items))
+    assert exclude.nnz == 1
+    with_zero, _ = als.candidates(user, als.n_items, exclude=exclude)
+    plain, _ = als.candidates(user, als.n_items)
+    assert with_zero.tolist() == plain.tolist() and 0 in with_zero[0]
