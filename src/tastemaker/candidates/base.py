@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from tastemaker.data.snapshot import Snapshot, SnapshotConfig, to_interactions
+from tastemaker.data.snapshot import Snapshot, SnapshotConfig, as_ids, to_interactions
 from tastemaker.errors import DataFormatError, NotFittedError
 
 __all__ = ["CandidateSource", "History", "local_columns", "pad_results", "top_n"]
@@ -207,10 +207,10 @@ class CandidateSource(ABC):
 
     def user_index(self, user_ids: object) -> np.ndarray:
         """Indices of ``user_ids`` (snapshot rows, then folded-in users); -1 for unknown users."""
-        return self.user_ids.get_indexer(_as_ids(user_ids))
+        return self.user_ids.get_indexer(as_ids(user_ids))
 
     def item_index(self, item_ids: object) -> np.ndarray:
-        return self.item_ids.get_indexer(_as_ids(item_ids))
+        return self.item_ids.get_indexer(as_ids(item_ids))
 
     def user_items(self, users: np.ndarray) -> sp.csr_matrix:
         """Interaction weights of ``users`` (snapshot plus folded-in history), ``n_items`` wide."""
@@ -295,10 +295,6 @@ def local_columns(matrix: sp.csr_matrix, position: np.ndarray, width: int) -> sp
     inside = (matrix.indices < len(position)) & (local >= 0)
     rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))[inside]
     return sp.csr_matrix((matrix.data[inside], (rows, local[inside])), shape=(matrix.shape[0], width))
-
-
-def _as_ids(ids: object) -> pd.Index:
-    return pd.Index([str(i) for i in np.atleast_1d(np.asarray(ids, dtype=object))], dtype=object)
 
 
 def _last_matrix(snapshot: Snapshot) -> sp.csr_matrix:

@@ -126,10 +126,10 @@ class CandidateGenerator(CandidateSource):
         given = self._given or {}
         self.sources: dict[str, CandidateSource] = {}
         self.skipped: dict[str, str] = {}
+        active = int((np.diff(snapshot.matrix.tocsc().indptr) > 0).sum())  # what sizes EASE's matrix
         for name in self.config.quotas:
             source = given.get(name) or SOURCES[name](self.seed)
             limit = getattr(getattr(source, "config", None), "max_items", None)
-            active = int((np.diff(snapshot.matrix.tocsc().indptr) > 0).sum())  # what sizes EASE's matrix
             if limit is not None and active > limit:
                 self.skipped[name] = f"{active:,} items with interactions is above its limit of {limit:,}"
                 continue

@@ -21,7 +21,7 @@ from tastemaker.data.dataset import Dataset
 from tastemaker.errors import DataFormatError
 from tastemaker.store.base import Store
 
-__all__ = ["EventWeight", "Snapshot", "SnapshotConfig", "to_interactions"]
+__all__ = ["EventWeight", "Snapshot", "SnapshotConfig", "as_ids", "to_interactions"]
 
 UNKNOWN_TIME = -1  # created_at / last activity when nothing is known; sorts as "oldest"
 
@@ -131,11 +131,11 @@ class Snapshot:
 
     def user_index(self, user_ids: object) -> np.ndarray:
         """Row indices of ``user_ids``; -1 for users the snapshot does not know."""
-        return self.user_ids.get_indexer(_as_ids(user_ids))
+        return self.user_ids.get_indexer(as_ids(user_ids))
 
     def item_index(self, item_ids: object) -> np.ndarray:
         """Column indices of ``item_ids``; -1 for items the snapshot does not know."""
-        return self.item_ids.get_indexer(_as_ids(item_ids))
+        return self.item_ids.get_indexer(as_ids(item_ids))
 
     @classmethod
     def from_store(
@@ -221,7 +221,7 @@ class Snapshot:
         )
 
 
-def _as_ids(ids: object) -> pd.Index:
+def as_ids(ids: object) -> pd.Index:
     """External ids as the snapshot keeps them: strings (``7`` and ``"7"`` are the same user)."""
     return pd.Index([str(i) for i in np.atleast_1d(np.asarray(ids, dtype=object))], dtype=object)
 
