@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""FAISS HNSW retrieval through VectorIndex on a synthetic catalog: recall@100 against exact search and
-single-thread latency per query, over a sweep of ef_search.
+"""FAISS retrieval through VectorIndex on a synthetic catalog: recall@100 against exact search and
+single-thread latency per query, for the IVF index (the default above ``exact_below``) over a sweep of
+nprobe and the HNSW index over a sweep of ef_search.
 
     python benchmarks/faiss_retrieval.py [--items 1000000] [--dim 64] [--queries 1000] [--seed 0]
-        [--m 32] [--ef-construction 200] [--ef-search 100,128,192,256,384,512]
-        [--catalog clustered|diffuse|isotropic] [--build-threads 1] [--passes 3]
-        [--ivf-nprobe 16,32,64,128] [--json PATH]
+        [--kinds ivf,hnsw] [--nprobe 8,16,32,64] [--m 32] [--ef-construction 200]
+        [--ef-search 100,128,192,256,384,512] [--catalog clustered|diffuse|isotropic]
+        [--build-threads 1] [--passes 3] [--json PATH]
 
 Catalog ("clustered", the default): a mixture of 4,096 Gaussian clusters of Zipf-like sizes, centres with a
 decaying spectrum (a few directions dominate), each cluster spread mostly along 8 directions of its own, then
@@ -16,13 +17,12 @@ worst case for any ANN index.
 Queries look like user vectors: the mean of a 5-50 item history from 1-3 clusters plus noise. The history is
 also the user's exclusion row for the "with exclusions" figures.
 
-Ground truth: exact top-100 by inner product (FAISS IndexFlatIP). The index is
-``VectorIndex(AnnConfig(threads=1, ...)).build(vectors, kind="hnsw")``; search always runs on one thread
-(``--build-threads`` only speeds up the build). Latency is one query per ``search`` call. For reference, a
-FAISS IndexIVFFlat (which VectorIndex does not offer) is measured on the same queries, without the wrapper.
-Target: recall@100 >= 0.95 and <= 1 ms per query (p99) on one thread, on the clustered catalog. The
-target is judged on thread CPU time per query: on a shared machine, wall time also counts the turns of other
-processes (wall figures are reported beside it).
+Ground truth: exact top-100 by inner product (FAISS IndexFlatIP). Each index is
+``VectorIndex(AnnConfig(threads=1, ...)).build(vectors, kind=KIND)`` with the library's default parameters
+unless given; search always runs on one thread (``--build-threads`` only speeds up the build). Latency is
+one query per ``search`` call. Target: recall@100 >= 0.95 and <= 1 ms per query (p99) on one thread, on the
+clustered catalog. The target is judged on thread CPU time per query: on a shared machine, wall time also
+counts the turns of other processes (wall figures are reported beside it).
 """
 
 from __future__ import annotations
@@ -164,21 +164,23 @@ def _ms(value: float) -> float:
 
 
 def measure(
-    index: VectorIndex, queries: np.ndarray, seen: sp.csr_matrix, truth: tuple, ef: int, passes: int
+    index: VectorIndex, queries: np.ndarray, seen: sp.csr_matrix, truth: tuple, setting: dict, passes: int
 ) -> dict[str, Any]:
-    """Recall and latency at one ef_search, through VectorIndex and (for reference) FAISS alone."""
-    index.config = index.config.model_copy(update={"ef_search": ef})
+    """Recall and latency at one search setting (``{"nprobe": 16}`` or ``{"ef_search": 256}``), through
+    VectorIndex and (for reference) FAISS alone with the same per-call parameters."""
+    index.config = index.config.model_copy(update=setting)
     rows = [seen[i : i + 1] for i in range(len(queries))]
     plain_ms, plain = one_at_a_time(lambda q, _: index.search(q, N)[0], queries, None, passes)
     seen_ms, unseen = one_at_a_time(lambda q, row: index.search(q, N, exclude=row)[0], queries, rows, passes)
     raw = index._index  # the FAISS index itself, to show what the wrapper costs
-    raw.hnsw.efSearch = ef
-    faiss_ms, _ = one_at_a_time(lambda q, _: raw.search(q, N)[1], queries, None, passes)
+    params = (faiss.SearchParametersIVF(nprobe=setting["nprobe"]) if "nprobe" in setting
+              else faiss.SearchParametersHNSW(efSearch=setting["ef_search"]))  # fmt: skip
+    faiss_ms, _ = one_at_a_time(lambda q, _: raw.search(q, N, params=params)[1], queries, None, passes)
     started = time.perf_counter()
     batch, _ = index.search(queries, N)
     batch_qps = len(queries) / (time.perf_counter() - started)
     return {
-        "ef_search": ef,
+        **setting,
         "recall_at_100": round(recall(np.array(plain), truth[0]), 4),
         **plain_ms,
         "batch_queries_per_second": round(batch_qps),
@@ -188,26 +190,43 @@ def measure(
     }
 
 
-def ivf_reference(vectors: np.ndarray, queries: np.ndarray, truth: tuple, nprobes: list[int], passes: int) -> dict:
-    """FAISS IndexIVFFlat alone (VectorIndex does not offer it), one thread: a yardstick for HNSW at recall@100."""
-    nlist = max(1, int(4 * np.sqrt(len(vectors))))
-    faiss.omp_set_num_threads(1)
-    quantizer = faiss.IndexFlatIP(vectors.shape[1])
-    ivf = faiss.IndexIVFFlat(quantizer, vectors.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+def meets(r: dict[str, Any]) -> bool:  # CPU time: on a shared machine wall time counts other processes' turns
+    return r["recall_at_100"] >= TARGET_RECALL and r["cpu_p99_ms"] <= TARGET_MS
+
+
+def run_kind(kind: str, vectors: np.ndarray, queries: np.ndarray, seen: sp.csr_matrix, truth: tuple,
+             args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
+    """Build one index kind through VectorIndex, then sweep its search parameter."""
+    config = AnnConfig(threads=args.build_threads, hnsw_m=args.m, ef_construction=args.ef_construction)
     started, started_cpu = time.perf_counter(), time.process_time()
-    ivf.train(vectors)
-    ivf.add(vectors)
-    build, build_cpu = time.perf_counter() - started, time.process_time() - started_cpu
-    print(f"IVF-Flat reference, nlist={nlist}: built in {build:.0f} s ({build_cpu:.0f} s CPU)", flush=True)
-    sweep = []
-    for nprobe in nprobes:
-        ivf.nprobe = nprobe
-        times, found = one_at_a_time(lambda q, _: ivf.search(q, N)[1], queries, None, passes)
-        sweep.append({"nprobe": nprobe, "recall_at_100": round(recall(np.array(found), truth[0]), 4), **times})
-        print(f"  nprobe {nprobe:>4}: recall@100 {sweep[-1]['recall_at_100']:.4f}, p50 {times['p50_ms']:.3f} ms,"
-              f" cpu p99 {times['cpu_p99_ms']:.3f} ms (FAISS alone, no wrapper)", flush=True)  # fmt: skip
-    return {"index": "IndexIVFFlat (inner product)", "nlist": nlist, "build_seconds": round(build, 1),
-            "build_cpu_seconds": round(build_cpu, 1), "sweep": sweep}  # fmt: skip
+    index = VectorIndex(config).build(vectors, kind=kind)
+    build_seconds, build_cpu = time.perf_counter() - started, time.process_time() - started_cpu
+    index.config = config.model_copy(update={"threads": 1})
+    raw = index._index
+    shape = ({"ivf_lists": int(raw.nlist), "ivf_train_per_list": config.ivf_train_per_list} if kind == "ivf"
+             else {"hnsw_m": args.m, "ef_construction": args.ef_construction})  # fmt: skip
+    print(f"{kind} {shape}: built in {build_seconds:.0f} s ({build_cpu:.0f} s CPU) on {args.build_threads} "
+          "thread(s)", flush=True)  # fmt: skip
+    name = "nprobe" if kind == "ivf" else "ef_search"
+    values = sorted({int(v) for v in (args.nprobe if kind == "ivf" else args.ef_search).split(",")})
+    default = getattr(AnnConfig(), name)
+    results = []
+    print(f"{name:>9} {'recall@100':>10} {'p50 ms':>7} {'p99 ms':>7} {'mean ms':>7} {'cpu p99':>7}"
+          f" {'batch q/s':>9} | excl: {'recall':>6} {'p99 ms':>6} | faiss p50")  # fmt: skip
+    for value in values:
+        r = measure(index, queries, seen, truth, {name: value}, args.passes)
+        results.append(r)
+        ex = r["with_exclusions"]
+        print(f"{value:>9} {r['recall_at_100']:>10.4f} {r['p50_ms']:>7.3f} {r['p99_ms']:>7.3f} {r['mean_ms']:>7.3f}"
+              f" {r['cpu_p99_ms']:>7.3f} {r['batch_queries_per_second']:>9} |       {ex['recall_at_100']:>6.4f}"
+              f" {ex['p99_ms']:>6.3f} | {r['faiss_only']['p50_ms']:.3f}", flush=True)  # fmt: skip
+    return {
+        "index": {"kind": kind, **shape, "build_threads": args.build_threads, "search_threads": 1},
+        "build_seconds": round(build_seconds, 1), "build_cpu_seconds": round(build_cpu, 1),
+        "parameter": name, "default": default, "sweep": results,
+        "meeting_target": [r[name] for r in results if meets(r)],
+        "meets_target_at_default": any(meets(r) for r in results if r[name] == default),
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -222,11 +241,11 @@ def main() -> None:
     parser.add_argument("--ef-search", default="100,128,192,256,384,512", help="comma-separated values to sweep")
     parser.add_argument("--catalog", choices=["clustered", "diffuse", "isotropic"], default="clustered")
     parser.add_argument("--build-threads", type=int, default=1, help="threads for the build only")
-    parser.add_argument("--ivf-nprobe", default="16,32,64,128", help="IVF-Flat reference sweep ('' to skip)")
+    parser.add_argument("--kinds", default="ivf,hnsw", help="index kinds to build and sweep, comma-separated")
+    parser.add_argument("--nprobe", default="8,16,32,64", help="IVF: comma-separated values to sweep")
     parser.add_argument("--passes", type=int, default=3, help="passes per query; its fastest counts")
     parser.add_argument("--json", type=Path, help="default: benchmarks/results/faiss_retrieval[_CATALOG].json")
     args = parser.parse_args()
-    sweep = sorted({int(v) for v in args.ef_search.split(",")})
 
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
@@ -239,31 +258,8 @@ def main() -> None:
     print(f"catalog {args.catalog} {args.items:,} x {args.dim}, {args.queries:,} queries, "
           f"exact top-{N} in {time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
 
-    config = AnnConfig(threads=args.build_threads, hnsw_m=args.m, ef_construction=args.ef_construction)
-    started, started_cpu = time.perf_counter(), time.process_time()
-    index = VectorIndex(config).build(vectors, kind="hnsw")
-    build_seconds, build_cpu = time.perf_counter() - started, time.process_time() - started_cpu
-    index.config = config.model_copy(update={"threads": 1})
-    print(f"HNSW m={args.m} ef_construction={args.ef_construction}: built in {build_seconds:.0f} s "
-          f"({build_cpu:.0f} s CPU) on {args.build_threads} thread(s)", flush=True)  # fmt: skip
-
-    results, load_before = [], os.getloadavg()[0]
-    print(f"{'ef_search':>9} {'recall@100':>10} {'p50 ms':>7} {'p99 ms':>7} {'mean ms':>7} {'cpu p99':>7}"
-          f" {'batch q/s':>9} | excl: {'recall':>6} {'p99 ms':>6} | faiss p50")  # fmt: skip
-    for ef in sweep:
-        r = measure(index, queries, seen, truth, ef, args.passes)
-        results.append(r)
-        ex = r["with_exclusions"]
-        print(f"{ef:>9} {r['recall_at_100']:>10.4f} {r['p50_ms']:>7.3f} {r['p99_ms']:>7.3f} {r['mean_ms']:>7.3f}"
-              f" {r['cpu_p99_ms']:>7.3f} {r['batch_queries_per_second']:>9} |       {ex['recall_at_100']:>6.4f}"
-              f" {ex['p99_ms']:>6.3f} | {r['faiss_only']['p50_ms']:.3f}", flush=True)  # fmt: skip
-
-    def meets(r: dict[str, Any]) -> bool:  # CPU time: on a shared machine wall time counts other processes' turns
-        return r["recall_at_100"] >= TARGET_RECALL and r["cpu_p99_ms"] <= TARGET_MS
-
-    passing = [r["ef_search"] for r in results if meets(r)]
-    nprobes = sorted({int(v) for v in args.ivf_nprobe.split(",") if v.strip()})
-    reference = ivf_reference(vectors, queries, truth, nprobes, args.passes) if nprobes else None
+    load_before = os.getloadavg()[0]
+    kinds = {kind: run_kind(kind, vectors, queries, seen, truth, args) for kind in args.kinds.split(",") if kind}
     payload = {
         "catalog": {
             "kind": args.catalog, "items": args.items, "dim": args.dim, "seed": args.seed,
@@ -271,19 +267,11 @@ def main() -> None:
         },
         "queries": {"count": args.queries, "description": "mean of a 5-50 item history from 1-3 clusters + noise; "
                     "'with_exclusions' excludes that history", "history_items_mean": round(seen.nnz / args.queries, 1)},
-        "index": {"kind": "hnsw", "hnsw_m": args.m, "ef_construction": args.ef_construction,
-                  "build_threads": args.build_threads, "search_threads": 1},
-        "build_seconds": round(build_seconds, 1),
-        "build_cpu_seconds": round(build_cpu, 1),
         "latency": f"one query per call, fastest of {args.passes} passes per query; cpu_* is thread CPU time",
         "load_average_1min": {"before_sweep": round(load_before, 2), "after_sweep": round(os.getloadavg()[0], 2)},
         "n": N,
-        "sweep": results,
         "target": {"recall_at_100": TARGET_RECALL, "cpu_p99_ms": TARGET_MS},
-        "ef_search_meeting_target": passing,
-        "ivf_reference": reference,
-        "meets_target_at_default_ef_search": any(
-            meets(r) for r in results if r["ef_search"] == AnnConfig().ef_search),
+        "indexes": kinds,
     }  # fmt: skip
     doc = {"benchmark": "faiss_retrieval", "command": " ".join([Path(sys.executable).name, *sys.argv]),
            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -292,7 +280,9 @@ def main() -> None:
     path = args.json or RESULTS / f"faiss_retrieval{suffix}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"ef_search meeting the target: {passing or 'none'}; wrote {path}")
+    for kind, result in kinds.items():
+        print(f"{kind}: {result['parameter']} meeting the target: {result['meeting_target'] or 'none'}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

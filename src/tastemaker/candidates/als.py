@@ -19,7 +19,7 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from tastemaker.candidates.ann import AnnConfig, VectorIndex
-from tastemaker.candidates.base import CandidateSource
+from tastemaker.candidates.base import CandidateSource, take_rows
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import Snapshot
 
@@ -69,9 +69,8 @@ class ALS(CandidateSource):
         # a zero vector (no history in the trained columns) scores every item 0: no opinion, not a list
         known = np.flatnonzero(np.abs(factors).sum(axis=1) > 0)
         if len(known):
-            ids[known], scores[known] = self.index.search(
-                factors[known], n, exclude=exclude[known][:, : len(self.item_factors)]
-            )
+            banned = exclude if len(known) == len(users) else take_rows(exclude, known)
+            ids[known], scores[known] = self.index.search(factors[known], n, exclude=banned)
         return ids, scores
 
     def _folded(self, users: np.ndarray) -> None:

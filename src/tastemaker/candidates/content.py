@@ -34,7 +34,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from threadpoolctl import threadpool_limits
 
 from tastemaker.candidates.ann import AnnConfig, VectorIndex
-from tastemaker.candidates.base import CandidateSource
+from tastemaker.candidates.base import CandidateSource, take_rows
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import Snapshot
 from tastemaker.errors import ConfigError
@@ -105,19 +105,17 @@ class ContentSource(CandidateSource):
         scores = np.full((len(users), n), -np.inf, np.float32)
         known = np.flatnonzero(np.linalg.norm(profiles, axis=1) > 0)  # no history: nothing to be like
         if len(known):
-            ids[known], scores[known] = self.index.search(
-                profiles[known], n, exclude=exclude[known][:, : len(self.vectors)]
-            )
+            banned = exclude if len(known) == len(users) else take_rows(exclude, known)
+            ids[known], scores[known] = self.index.search(profiles[known], n, exclude=banned)
         return ids, scores
 
     def profiles(self, users: np.ndarray) -> np.ndarray:
         """Unit profile vectors of ``users`` (zero rows for users with no history)."""
-        weights = self.user_items(users).tocoo()
-        keep = weights.data != 0
-        rows, cols, w = weights.row[keep], weights.col[keep], weights.data[keep].astype(np.float64)
+        weights = self.user_rows(users).nonzero()
+        rows, cols, w = weights.row_ids(), weights.indices, weights.data.astype(np.float64)
         if not len(rows):  # nobody in the batch has history
             return np.zeros((len(users), self.vectors.shape[1]), np.float32)
-        when = np.asarray(self.user_last_us(users)[rows, cols], dtype=np.float64).ravel()
+        when = self.user_last_at(users, rows, cols).astype(np.float64)
         order = np.lexsort((-when, rows))  # by user, newest first
         rows, cols, w, when = rows[order], cols[order], w[order], when[order]
         first = np.searchsorted(rows, rows)  # position of each user's newest item

@@ -15,7 +15,7 @@ import scipy.linalg
 import scipy.sparse as sp
 from pydantic import Field
 
-from tastemaker.candidates.base import CandidateSource, local_columns, top_n
+from tastemaker.candidates.base import CandidateSource, local_columns, take_rows, top_n
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import Snapshot
 from tastemaker.errors import ConfigError
@@ -67,8 +67,8 @@ class EASE(CandidateSource):
         ids = np.full((len(users), n), -1, np.int64)
         scores = np.full((len(users), n), -np.inf, np.float32)
         for start in range(0, len(users), _BLOCK):
-            rows = slice(start, start + _BLOCK)
-            banned = local_columns(exclude[rows], self._position, len(self.active))
+            rows = np.arange(start, min(start + _BLOCK, len(users)))
+            banned = local_columns(take_rows(exclude, rows), self._position, len(self.active))
             local, scores[rows] = top_n(self.scores(users[rows]), n, banned)
             ids[rows] = np.where(local >= 0, self.active[np.maximum(local, 0)], -1)
         return ids, scores
@@ -77,7 +77,7 @@ class EASE(CandidateSource):
         """Dense scores of ``users`` over the active items (``self.active``), from their current history;
         ``-inf`` for users without history (other sources serve them)."""
         _ = self.snapshot
-        history = self._input(self.user_items(users)[:, self.active])
+        history = self._input(local_columns(self.user_rows(users), self._position, len(self.active)).csr())
         scores = np.asarray(history @ self.weights, dtype=np.float32)
         scores[history.getnnz(axis=1) == 0] = -np.inf  # no history, no opinion: not a list of zero scores
         return scores

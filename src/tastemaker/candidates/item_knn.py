@@ -25,7 +25,7 @@ from implicit.utils import ParameterWarning
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
-from tastemaker.candidates.base import CandidateSource, top_n
+from tastemaker.candidates.base import CandidateSource, sparse_top_n, take_rows
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import Snapshot
 from tastemaker.errors import DataFormatError
@@ -76,27 +76,23 @@ class ItemKNN(CandidateSource):
     def _candidates(self, users: np.ndarray, n: int, exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         ids = np.full((len(users), n), -1, np.int64)
         scores = np.full((len(users), n), -np.inf, np.float32)
-        width = self.similarity.shape[0]
         for start in range(0, len(users), _BLOCK):
-            rows = slice(start, start + _BLOCK)
-            reached = (self.recent_weights(users[rows]) @ self.similarity).tocoo()
-            dense = np.full((reached.shape[0], width), -np.inf, np.float32)
-            dense[reached.row, reached.col] = reached.data
-            ids[rows], scores[rows] = top_n(dense, n, exclude[rows][:, :width])
+            block = np.arange(start, min(start + _BLOCK, len(users)))
+            reached = self.recent_weights(users[block]) @ self.similarity  # only items some neighbour reaches
+            banned = exclude if len(block) == len(users) else take_rows(exclude, block)
+            ids[block], scores[block] = sparse_top_n(reached, n, banned)
         return ids, scores
 
     def recent_weights(self, users: np.ndarray) -> sp.csr_matrix:
         """``w_i`` of each user's ``recent_items`` newest items, as a users × trained-items matrix."""
         _ = self.snapshot
         width = self.similarity.shape[0]
-        items = self.user_items(users)[:, :width]
-        items.eliminate_zeros()  # a stored zero is no interaction and must not take a recent slot
-        items = items.tocoo()
-        if not items.nnz:  # scipy's pair lookup below returns a matrix, not an array, when empty
-            return sp.csr_matrix((len(users), width), dtype=np.float32)
-        when = np.asarray(self.user_last_us(users)[:, :width][items.row, items.col], dtype=np.float64).ravel()
-        order = np.lexsort((items.col, -when, items.row))  # per user, newest first; ties by item index
-        row, col, weight, when = items.row[order], items.col[order], items.data[order], when[order]
+        # a stored zero is no interaction and must not take a recent slot
+        items = self.user_rows(users).narrow(width).nonzero()
+        row, col = items.row_ids(), items.indices
+        when = self.user_last_at(users, row, col).astype(np.float64)
+        order = np.lexsort((col, -when, row))  # per user, newest first; ties by item index
+        row, col, weight, when = row[order], col[order], items.data[order], when[order]
         counts = np.bincount(row, minlength=len(users))
         first = np.cumsum(counts) - counts
         keep = np.arange(len(row)) - first[row] < self.config.recent_items

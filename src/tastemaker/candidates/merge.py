@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field, field_validator
 
-from tastemaker.candidates.base import CandidateSource, History
+from tastemaker.candidates.base import CandidateSource, History, take_rows
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import Snapshot
 from tastemaker.errors import ConfigError, UnknownNameError
@@ -182,19 +182,21 @@ class CandidateGenerator(CandidateSource):
         universal = np.array([not self.sources[name].needs_history for name in names])
         spare = quotas[~universal].sum()
         boost = quotas * universal / max(quotas[universal].sum(), 1.0) * spare  # cold users' extra per source
-        parts = []
-        for s, name in enumerate(names):
-            source = self.sources[name]
+
+        def ask(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             serve = np.ones(len(users), bool) if universal[s] else warm
             width = int(min(np.ceil((quotas[s] + boost[s]) * self.config.depth), total))
             ids = np.full((len(users), width), -1, np.int64)
             scores = np.full((len(users), width), -np.inf, np.float32)
             rows = np.flatnonzero(serve)
             if len(rows):
-                ids[rows], scores[rows] = source.candidates(users[rows], width, exclude=exclude[rows])
+                banned = exclude if len(rows) == len(users) else take_rows(exclude, rows).csr()
+                ids[rows], scores[rows] = self.sources[names[s]].candidates(users[rows], width, exclude=banned)
             limit = np.where(warm, quotas[s], quotas[s] + boost[s]).astype(np.int64)
             ids[np.arange(width)[None, :] >= np.ceil(limit * self.config.depth)[:, None]] = -1
-            parts.append((ids, scores, limit))
+            return ids, scores, limit
+
+        parts = [ask(s) for s in range(len(names))]
         fusion = self.config.fusion_k if self.config.rule == "fusion" else None
         merged = _merge(parts, names, total, tuple(int(q) for q in quotas), fusion, self.config.reserve)
         if not seeds or "item_knn" not in names:

@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
-from tastemaker.candidates.base import CandidateSource, local_columns, pad_results, top_n
+from tastemaker.candidates.base import CandidateSource, Rows, as_rows, local_columns, pad_results, take_rows, top_n
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import Snapshot
 
@@ -104,14 +104,16 @@ class PopularSource(CandidateSource):
         plain = ~shares.any(axis=1)
         if plain.any():
             rows = np.flatnonzero(plain)
-            ids[rows], scores[rows] = _global(self._order, self.score, len(rows), n, exclude[rows])
+            banned = exclude if len(rows) == len(users) else take_rows(exclude, rows)
+            ids[rows], scores[rows] = _global(self._order, self.score, len(rows), n, banned)
         for start in range(0, len(users), _CHUNK):
             rows = np.flatnonzero(~plain[start : start + _CHUNK]) + start
             if not len(rows):
                 continue
             affinity = np.asarray(self._pool_categories_t.T @ shares[rows].T).T
             steered = self.score[self._pool][None, :] * (self.config.floor + np.minimum(affinity, 1.0))
-            local, best = top_n(steered, n, local_columns(exclude[rows], self._position, len(self._pool)))
+            banned = exclude if len(rows) == len(users) else take_rows(exclude, rows)
+            local, best = top_n(steered, n, local_columns(banned, self._position, len(self._pool)))
             ids[rows] = np.where(local >= 0, self._pool[np.maximum(local, 0)], -1)
             scores[rows] = best
         return ids, scores
@@ -128,12 +130,12 @@ def user_category_shares(
     when nothing is known. The share of their interacted items per category, plus ``preferred_weight``
     times an even split over their ``attributes.preferred_categories``, renormalised."""
     history = np.zeros((len(users), len(categories)))
-    rows = source.user_items(users)
-    row_of = np.repeat(np.arange(len(users)), np.diff(rows.indptr))
+    rows = source.user_rows(users)
+    row_of = rows.row_ids()
     items = rows.indices
     inside = items < item_categories.shape[0]
     row_of, items = row_of[inside], items[inside]
-    per_item = np.diff(item_categories.indptr)[items]  # expand each interacted item into its categories
+    per_item = item_categories.indptr[items + 1] - item_categories.indptr[items]  # each item into its categories
     starts = np.repeat(item_categories.indptr[items], per_item)
     offsets = np.arange(per_item.sum()) - np.repeat(np.cumsum(per_item) - per_item, per_item)
     np.add.at(history, (np.repeat(row_of, per_item), item_categories.indices[starts + offsets]), 1.0)
@@ -151,7 +153,7 @@ def _normalise(matrix: np.ndarray) -> np.ndarray:
 
 
 def _global(
-    order: np.ndarray, score: np.ndarray, rows: int, n: int, exclude: sp.csr_matrix
+    order: np.ndarray, score: np.ndarray, rows: int, n: int, exclude: sp.csr_matrix | Rows
 ) -> tuple[np.ndarray, np.ndarray]:
     """The global order, minus each row's excluded items."""
     width = n + int(np.diff(exclude.indptr).max(initial=0))
@@ -159,7 +161,7 @@ def _global(
     head = head[np.isfinite(score[head])]
     ids = np.broadcast_to(head, (rows, len(head)))
     if exclude.nnz:
-        banned = exclude[:, head].toarray() != 0
+        banned = as_rows(exclude).nonzero().contains(np.broadcast_to(head, (rows, len(head))))
         keep_first = np.argsort(banned, axis=1, kind="stable")  # allowed items first, order kept
         ids = np.take_along_axis(ids, keep_first, axis=1)
         ids = np.where(np.take_along_axis(banned, keep_first, axis=1), -1, ids)

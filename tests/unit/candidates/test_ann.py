@@ -1,4 +1,4 @@
-"""VectorIndex: exact search against brute force, HNSW against exact, exclusions, padding and growth."""
+"""VectorIndex: exact search against brute force, HNSW and IVF against exact, exclusions, padding and growth."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from tastemaker.candidates import AnnConfig, VectorIndex
 from tastemaker.errors import NotFittedError, UnknownNameError
 
-Kind = Literal["exact", "hnsw"]
+Kind = Literal["exact", "hnsw", "ivf"]
 
 
 def clustered(items: int, dim: int, seed: int) -> np.ndarray:
@@ -47,7 +47,7 @@ def queries() -> np.ndarray:
 @pytest.fixture(scope="module")
 def indexes(catalog: np.ndarray) -> dict[str, VectorIndex]:
     """One index of each kind over the same catalog, built once (the HNSW build is the slow part)."""
-    return {kind: VectorIndex(AnnConfig(threads=1)).build(catalog, kind=kind) for kind in ("exact", "hnsw")}
+    return {kind: VectorIndex(AnnConfig(threads=1)).build(catalog, kind=kind) for kind in ("exact", "hnsw", "ivf")}
 
 
 def test_exact_search_equals_a_brute_force_argsort() -> None:
@@ -63,17 +63,28 @@ def test_exact_search_equals_a_brute_force_argsort() -> None:
         np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
 
 
-def test_hnsw_agrees_with_exact_search(indexes: dict[str, VectorIndex], queries: np.ndarray) -> None:
-    assert indexes["hnsw"].kind == "hnsw"
-    exact, _ = indexes["exact"].search(queries, 10)
-    approx, scores = indexes["hnsw"].search(queries, 10)
-    hits = sum(len(np.intersect1d(a, e)) for a, e in zip(approx, exact, strict=True))
-    assert hits / exact.size >= 0.95
-    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
-    np.testing.assert_allclose(scores, np.einsum("qd,qnd->qn", queries, indexes["hnsw"].vectors[approx]), atol=1e-5)
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_ann_agrees_with_exact_search(indexes: dict[str, VectorIndex], queries: np.ndarray, kind: Kind) -> None:
+    assert indexes[kind].kind == kind
+    for n in (10, 300):  # a deep request searches wider (ef_search, nprobe), so deep lists keep their recall
+        exact, _ = indexes["exact"].search(queries, n)
+        approx, scores = indexes[kind].search(queries, n)
+        hits = sum(len(np.intersect1d(a, e)) for a, e in zip(approx, exact, strict=True))
+        assert hits / exact.size >= 0.95, n
+        assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+        np.testing.assert_allclose(scores, np.einsum("qd,qnd->qn", queries, indexes[kind].vectors[approx]), atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_ivf_lists_are_sized_by_the_catalog_and_trained_reproducibly(catalog: np.ndarray) -> None:
+    first = VectorIndex().build(catalog, kind="ivf")
+    assert first._index.nlist == 128  # 4·√5000 = 283, capped at 5000 / 39 so every list trains on enough points
+    assert VectorIndex(AnnConfig(ivf_lists=50)).build(catalog, kind="ivf")._index.nlist == 50
+    again = VectorIndex().build(catalog, kind="ivf")
+    query = catalog[:20]
+    assert np.array_equal(first.search(query, 50)[0], again.search(query, 50)[0])
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
 def test_excluded_items_are_never_returned_and_users_still_get_n(
     indexes: dict[str, VectorIndex], queries: np.ndarray, kind: Kind
 ) -> None:
@@ -100,7 +111,7 @@ def test_excluded_items_are_never_returned_and_users_still_get_n(
         np.testing.assert_array_equal(ids[0], top[0, 180 : 180 + n])
 
 
-@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
 def test_a_user_who_excluded_almost_everything_gets_what_is_left(
     indexes: dict[str, VectorIndex], queries: np.ndarray, kind: Kind
 ) -> None:
@@ -110,7 +121,7 @@ def test_a_user_who_excluded_almost_everything_gets_what_is_left(
     assert np.isfinite(scores[0, :3]).all() and np.isneginf(scores[0, 3:]).all()
 
 
-@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
 def test_asking_for_more_than_the_catalog_pads_with_minus_one_and_minus_inf(kind: Kind) -> None:
     vectors = clustered(7, 8, seed=4)
     query = vectors[:1] + 0.1
@@ -121,7 +132,7 @@ def test_asking_for_more_than_the_catalog_pads_with_minus_one_and_minus_inf(kind
     assert np.isneginf(scores[0, 7:]).all()
 
 
-@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
 def test_added_items_take_the_next_ids_and_are_searchable(kind: Kind) -> None:
     vectors = clustered(300, 8, seed=5)
     index = VectorIndex().build(vectors, kind=kind)
@@ -144,15 +155,16 @@ def test_using_the_index_before_build_is_a_clear_error() -> None:
             call()
 
 
-def test_auto_picks_exact_below_the_threshold_and_hnsw_from_it() -> None:
+def test_auto_picks_exact_below_the_threshold_and_the_large_index_from_it() -> None:
     vectors = clustered(101, 8, seed=6)
     config = AnnConfig(exact_below=100)
     assert VectorIndex(config).build(vectors[:99]).kind == "exact"
-    assert VectorIndex(config).build(vectors[:100]).kind == "hnsw"
+    assert VectorIndex(config).build(vectors[:100]).kind == "ivf"
+    assert VectorIndex(config.model_copy(update={"large": "hnsw"})).build(vectors[:100]).kind == "hnsw"
     assert VectorIndex(config).build(vectors[:100], kind="exact").kind == "exact"
-    assert VectorIndex(AnnConfig(exact_below=0)).build(vectors[:5]).kind == "hnsw"
+    assert VectorIndex(AnnConfig(exact_below=0)).build(vectors[:5]).kind == "ivf"
 
 
 def test_an_unknown_kind_is_refused() -> None:
-    with pytest.raises(UnknownNameError, match="unknown index kind 'flat'; known: auto, exact, hnsw"):
+    with pytest.raises(UnknownNameError, match="unknown index kind 'flat'; known: auto, exact, hnsw, ivf"):
         VectorIndex().build(np.ones((3, 2)), kind="flat")  # type: ignore[arg-type]

@@ -69,10 +69,13 @@ def genres_of(source: ContentSource, ids: np.ndarray) -> list[str]:
     return [stems[source.item_ids[i].rstrip("0123456789")] for i in ids if i >= 0]
 
 
-@pytest.mark.parametrize("exact_below", [100_000, 0], ids=["exact", "hnsw"])
-def test_a_sci_fi_history_brings_the_other_sci_fi_items_first(exact_below: int) -> None:
-    source, snap = fitted(ContentConfig(ann=AnnConfig(exact_below=exact_below)))
-    assert source.index.kind == ("exact" if exact_below else "hnsw")
+ANN = [AnnConfig(), AnnConfig(exact_below=0, large="hnsw"), AnnConfig(exact_below=0, large="ivf")]
+
+
+@pytest.mark.parametrize("ann", ANN, ids=["exact", "hnsw", "ivf"])
+def test_a_sci_fi_history_brings_the_other_sci_fi_items_first(ann: AnnConfig) -> None:
+    source, snap = fitted(ContentConfig(ann=ann))
+    assert source.index.kind == ("exact" if ann.exact_below else ann.large)
     assert source.vectors.shape[1] < 64  # the SVD shrank to what 24 items can hold
     user = source.user_index(["scifan"])
     ids, scores = source.candidates(user, 6, exclude=snap.matrix[user])
@@ -113,9 +116,9 @@ def test_excluded_items_are_never_returned() -> None:
     assert np.isneginf(scores[ids < 0]).all()
 
 
-@pytest.mark.parametrize("exact_below", [100_000, 0], ids=["exact", "hnsw"])
-def test_an_item_added_after_training_is_retrievable_at_once(exact_below: int) -> None:
-    source, snap = fitted(ContentConfig(ann=AnnConfig(exact_below=exact_below)))
+@pytest.mark.parametrize("ann", ANN, ids=["exact", "hnsw", "ivf"])
+def test_an_item_added_after_training_is_retrievable_at_once(ann: AnnConfig) -> None:
+    source, snap = fitted(ContentConfig(ann=ann))
     new = pd.DataFrame({
         "item_id": ["space_new"], "title": ["A new space story"], "categories": [["Sci-Fi"]],
         "text": ["spaceword1; spaceword2; spaceword3; spaceword4"],
