@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from tastemaker.candidates.base import Rows, as_rows, take_rows, top_n
+from tastemaker.candidates.base import Rows, as_rows, member, take_rows, top_n
 from tastemaker.config import ConfigModel
 from tastemaker.errors import ConfigError, NotFittedError, UnknownNameError
 
@@ -64,6 +64,7 @@ class VectorIndex:
         self.config = config or AnnConfig()
         self._index: faiss.Index | None = None
         self._vectors = np.zeros((0, 0), np.float32)  # kept for exact search
+        self._params: dict[tuple[str, int], faiss.SearchParameters] = {}
 
     @property
     def kind(self) -> Literal["exact", "hnsw", "ivf"]:
@@ -133,6 +134,8 @@ class VectorIndex:
             exclude = as_rows(exclude).nonzero()
         if self.kind == "exact":
             return self._exact(queries, n, exclude)
+        if len(queries) == 1:  # one request: the same steps on one row, without the batch bookkeeping
+            return self._one(index, queries, n, exclude, ids, scores)
         counts = np.diff(exclude.indptr) if exclude is not None else np.zeros(len(queries), np.int64)
         faiss.omp_set_num_threads(self.config.threads)
         # Fetch n plus a small margin for everyone, then again with room for every excluded item only for
@@ -155,6 +158,25 @@ class VectorIndex:
             )
             pending = pending[~enough]
             fetch = min(int(index.ntotal), n + int(counts[pending].max(initial=0)))
+        return ids, scores
+
+    def _one(
+        self, index: faiss.Index, query: np.ndarray, n: int, exclude: Rows | None, ids: np.ndarray, scores: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        banned = np.sort(exclude.indices[exclude.indptr[0] : exclude.indptr[1]]) if exclude is not None else None
+        excluded = 0 if banned is None else len(banned)
+        fetch = min(int(index.ntotal), n + min(excluded, n))
+        while True:
+            found_scores, found = self._search(index, query, fetch)
+            keep = found[0] >= 0
+            if excluded:
+                keep &= ~member(found[0], banned)
+            if keep.sum() >= n or fetch >= index.ntotal or fetch >= n + excluded:
+                break
+            fetch = min(int(index.ntotal), n + excluded)
+        chosen = found[0][keep][:n]
+        ids[0, : len(chosen)] = chosen
+        scores[0, : len(chosen)] = found_scores[0][keep][:n]
         return ids, scores
 
     def _exact(self, queries: np.ndarray, n: int, exclude: Rows | None) -> tuple[np.ndarray, np.ndarray]:
@@ -186,9 +208,19 @@ class VectorIndex:
         if isinstance(index, faiss.IndexIVF):
             average = index.ntotal / index.nlist
             probes = max(self.config.nprobe, int(np.ceil(self.config.ivf_scan * fetch / max(average, 1.0))))
-            params: faiss.SearchParameters = faiss.SearchParametersIVF(nprobe=min(probes, index.nlist))
+            key = ("ivf", min(probes, index.nlist))
         else:
-            params = faiss.SearchParametersHNSW(efSearch=max(self.config.ef_search, fetch))
+            key = ("hnsw", max(self.config.ef_search, fetch))
+        params = self._params.get(key)
+        if params is None:  # building one costs more than a small search; they are only read, so shared
+            params = (
+                faiss.SearchParametersIVF(nprobe=key[1])
+                if key[0] == "ivf"
+                else faiss.SearchParametersHNSW(efSearch=key[1])
+            )
+            if len(self._params) > 256:  # keys follow request widths: keep the cache bounded
+                self._params.clear()
+            self._params[key] = params
         return index.search(queries, fetch, params=params)
 
     def _require(self) -> faiss.Index:

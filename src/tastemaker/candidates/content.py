@@ -34,7 +34,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from threadpoolctl import threadpool_limits
 
 from tastemaker.candidates.ann import AnnConfig, VectorIndex
-from tastemaker.candidates.base import CandidateSource, take_rows
+from tastemaker.candidates.base import CandidateSource, csr_from_sorted, take_rows
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import Snapshot
 from tastemaker.errors import ConfigError
@@ -124,9 +124,9 @@ class ContentSource(CandidateSource):
             age_days = (when[first] - when) / _DAY_US
             w = w * 0.5 ** (age_days / self.config.half_life_days)
         # float32 like the vectors: a float64 matrix would make scipy copy every item vector per call
-        mix = sp.csr_matrix(
-            (w[recent].astype(np.float32), (rows[recent], cols[recent])), shape=(len(users), len(self.vectors))
-        )
+        if len(users) == 1:  # one request: a weighted sum of its items' vectors, no sparse matrix to build
+            return _unit((w[recent].astype(np.float32) @ self.vectors[cols[recent]])[None, :])
+        mix = csr_from_sorted(rows[recent], cols[recent], w[recent].astype(np.float32), (len(users), len(self.vectors)))
         return _unit(np.asarray(mix @ self.vectors, dtype=np.float32))
 
     def _documents(self, titles: Any, categories: list[list[str]], texts: Any) -> list[str]:

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from tastemaker.candidates.base import CandidateSource, local_columns, top_n
-from tastemaker.candidates.popular import user_category_shares
+from tastemaker.candidates.popular import PoolCategories, category_shares, dense_rows, shares_with
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import UNKNOWN_TIME, Snapshot
 
@@ -50,6 +50,11 @@ class FreshSource(CandidateSource):
         self._item_categories = snapshot.item_categories.tocsr()
         self._categories = snapshot.categories
         self._refresh_pool()
+        self._shares = category_shares(self, np.arange(snapshot.n_users), self._item_categories, self._categories)
+
+    def _folded(self, users: np.ndarray) -> None:
+        shares = category_shares(self, users, self._item_categories, self._categories)
+        self._shares = shares_with(self._shares, self.n_users, users, shares)
 
     def _items_added(self, items: np.ndarray, frame: pd.DataFrame) -> None:
         created = pd.to_numeric(frame.get("created_at_us", pd.Series(np.nan, index=frame.index)), errors="coerce")
@@ -76,16 +81,16 @@ class FreshSource(CandidateSource):
         newest = candidates[np.lexsort((candidates, -self._created[candidates]))][: self.config.pool]
         self._pool = newest
         self._pool_score = (1.0 / (1.0 + np.maximum(age_days[newest], 0.0))).astype(np.float32)
-        self._pool_categories_t = self._item_categories[newest].T.tocsr()
+        self._pool_categories = PoolCategories(self._item_categories, newest)
         self._position = np.full(len(self._created), -1, np.int64)
         self._position[newest] = np.arange(len(newest))
 
     def _candidates(self, users: np.ndarray, n: int, exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         scores = np.broadcast_to(self._pool_score, (len(users), len(self._pool))).copy()
         if self.config.steer and len(self._categories):
-            shares = user_category_shares(self, users, self._item_categories, self._categories)
+            shares = dense_rows(self._shares, users)
             top = _top_categories(shares, self.config.top_categories)
-            in_top = np.asarray(self._pool_categories_t.T @ top.T).T > 0
+            in_top = self._pool_categories.affinity(top) > 0
             scores += in_top.astype(np.float32)
         pool_exclude = local_columns(exclude, self._position, len(self._pool)) if exclude.nnz else None
         local, best = top_n(scores, n, pool_exclude)

@@ -25,7 +25,7 @@ from implicit.utils import ParameterWarning
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
-from tastemaker.candidates.base import CandidateSource, sparse_top_n, take_rows
+from tastemaker.candidates.base import CandidateSource, Rows, sparse_top_n, take_rows
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import Snapshot
 from tastemaker.errors import DataFormatError
@@ -34,6 +34,7 @@ __all__ = ["ItemKNN", "ItemKNNConfig"]
 
 _DAY_US = 86_400 * 1_000_000
 _BLOCK = 1_024  # users per dense score block
+_BY_HAND = 200_000  # neighbour entries a request may sum by hand (above: scipy's sparse product)
 
 
 class ItemKNNConfig(ConfigModel):
@@ -78,13 +79,37 @@ class ItemKNN(CandidateSource):
         scores = np.full((len(users), n), -np.inf, np.float32)
         for start in range(0, len(users), _BLOCK):
             block = np.arange(start, min(start + _BLOCK, len(users)))
-            reached = self.recent_weights(users[block]) @ self.similarity  # only items some neighbour reaches
+            reached = self._reach(self._recent(users[block]))  # only items some neighbour reaches
             banned = exclude if len(block) == len(users) else take_rows(exclude, block)
             ids[block], scores[block] = sparse_top_n(reached, n, banned)
         return ids, scores
 
+    def _reach(self, recent: Rows) -> sp.csr_matrix | Rows:
+        """``recent @ similarity``: each reached item's summed weighted similarity. A small request is summed
+        by hand over the neighbour lists it touches; scipy's product would first clear two arrays as wide
+        as the catalog, most of a one-user request's time on a large catalog."""
+        lengths = self.similarity.indptr[recent.indices + 1] - self.similarity.indptr[recent.indices]
+        if int(lengths.sum()) > _BY_HAND:
+            return recent.csr() @ self.similarity
+        neighbours = take_rows(self.similarity, recent.indices)
+        width = self.similarity.shape[1]
+        keys = np.repeat(recent.row_ids(), lengths) * width + neighbours.indices
+        values = neighbours.data.astype(np.float64) * np.repeat(recent.data, lengths)
+        order = np.argsort(keys, kind="stable")
+        keys, values = keys[order], values[order]
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
+        summed = np.add.reduceat(values, starts) if len(keys) else np.zeros(0)
+        rows, cols = np.divmod(keys[starts], width)
+        counts = np.bincount(rows, minlength=recent.shape[0])
+        indptr = np.zeros(recent.shape[0] + 1, np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        return Rows(indptr, cols, summed.astype(np.float32), (recent.shape[0], width))
+
     def recent_weights(self, users: np.ndarray) -> sp.csr_matrix:
         """``w_i`` of each user's ``recent_items`` newest items, as a users × trained-items matrix."""
+        return self._recent(users).csr()
+
+    def _recent(self, users: np.ndarray) -> Rows:
         _ = self.snapshot
         width = self.similarity.shape[0]
         # a stored zero is no interaction and must not take a recent slot
@@ -99,7 +124,10 @@ class ItemKNN(CandidateSource):
         if self.config.half_life_days is not None:
             age_days = (when[first[row]] - when) / _DAY_US
             weight = weight * 0.5 ** (age_days / self.config.half_life_days)
-        return sp.csr_matrix((weight[keep], (row[keep], col[keep])), shape=(len(users), width), dtype=np.float32)
+        counts = np.bincount(row[keep], minlength=len(users))
+        indptr = np.zeros(len(users) + 1, np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        return Rows(indptr, col[keep], weight[keep].astype(np.float32), (len(users), width))
 
     def because(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """For each ``items[r, k]`` proposed to ``users[r]`` (-1 padded, like candidate ids), the index of

@@ -222,14 +222,17 @@ def _merge(
     reserve: float = 0.0,
 ) -> Candidates:
     n_users = parts[0][0].shape[0]
-    item, row, src, rank, score, key, reserved = ([] for _ in range(7))
-    for s, (ids, scores, limit) in enumerate(parts):
-        r, k = np.nonzero(ids >= 0)
-        item.append(ids[r, k]), row.append(r), src.append(np.full(len(r), s)), rank.append(k)
-        score.append(scores[r, k]), key.append(k / np.maximum(limit[r], 1))
-        reserved.append(k < np.ceil(limit[r] * reserve))
-    item, row, src, rank = (np.concatenate(a) for a in (item, row, src, rank))
-    score, key, reserved = (np.concatenate(a) for a in (score, key, reserved))
+    # every source's proposals side by side, then one pass over the proposed (user, column) pairs
+    widths = [ids.shape[1] for ids, _, _ in parts]
+    column_source = np.repeat(np.arange(len(parts)), widths)
+    column_rank = np.concatenate([np.arange(width) for width in widths])
+    proposed = np.concatenate([ids for ids, _, _ in parts], axis=1)
+    row, column = np.nonzero(proposed >= 0)
+    item, src, rank = proposed[row, column], column_source[column], column_rank[column]
+    score = np.concatenate([scores for _, scores, _ in parts], axis=1)[row, column]
+    limit = np.stack([limit for _, _, limit in parts], axis=1)[row, src]
+    key = rank / np.maximum(limit, 1)
+    reserved = rank < np.ceil(limit * reserve)
     # one group per (user, item); its position is the best key over the sources that proposed it
     order = np.lexsort((src, key, item, row))
     first = np.ones(len(order), bool)

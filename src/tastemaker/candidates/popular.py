@@ -16,11 +16,21 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
-from tastemaker.candidates.base import CandidateSource, Rows, as_rows, local_columns, pad_results, take_rows, top_n
+from tastemaker.candidates.base import (
+    CandidateSource,
+    Rows,
+    _replace_rows,
+    _resize,
+    as_rows,
+    local_columns,
+    pad_results,
+    take_rows,
+    top_n,
+)
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import Snapshot
 
-__all__ = ["PopularConfig", "PopularSource", "Popularity", "user_category_shares"]
+__all__ = ["PopularConfig", "PopularSource", "Popularity", "PoolCategories", "category_shares", "dense_rows"]
 
 _DAY_US = 86_400 * 1_000_000
 _CHUNK = 256  # users per dense block when steering
@@ -77,11 +87,24 @@ class PopularSource(CandidateSource):
         self._item_categories = snapshot.item_categories.tocsr()
         self._categories = snapshot.categories
         self._set_pool()
+        self._shares = self._category_shares(np.arange(snapshot.n_users))
+
+    def _category_shares(self, users: np.ndarray) -> sp.csr_matrix:
+        return category_shares(self, users, self._item_categories, self._categories, self.config.preferred_weight)
+
+    def _folded(self, users: np.ndarray) -> None:
+        self._shares = shares_with(self._shares, self.n_users, users, self._category_shares(users))
+
+    def _steered(self, shares: np.ndarray, n: int, banned: Rows) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``n`` pool positions by popularity × (floor + the user's share of the item's categories)."""
+        affinity = self._pool_categories.affinity(shares)
+        return top_n(self._pool_score[None, :] * (self.config.floor + np.minimum(affinity, 1.0)), n, banned)
 
     def _set_pool(self) -> None:
         pool = self._order[: self.config.pool]
         self._pool = pool[np.isfinite(self.score[pool])]
-        self._pool_categories_t = self._item_categories[self._pool].T.tocsr()
+        self._pool_score = self.score[self._pool]
+        self._pool_categories = PoolCategories(self._item_categories, self._pool)
         self._position = np.full(len(self.score), -1, np.int64)
         self._position[self._pool] = np.arange(len(self._pool))
 
@@ -96,9 +119,7 @@ class PopularSource(CandidateSource):
     def _candidates(self, users: np.ndarray, n: int, exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         if not self.config.steer:
             return _global(self._order, self.score, len(users), n, exclude)
-        shares = user_category_shares(
-            self, users, self._item_categories, self._categories, self.config.preferred_weight
-        )
+        shares = dense_rows(self._shares, users)
         ids = np.full((len(users), n), -1, np.int64)
         scores = np.full((len(users), n), -np.inf, np.float32)
         plain = ~shares.any(axis=1)
@@ -110,46 +131,82 @@ class PopularSource(CandidateSource):
             rows = np.flatnonzero(~plain[start : start + _CHUNK]) + start
             if not len(rows):
                 continue
-            affinity = np.asarray(self._pool_categories_t.T @ shares[rows].T).T
-            steered = self.score[self._pool][None, :] * (self.config.floor + np.minimum(affinity, 1.0))
             banned = exclude if len(rows) == len(users) else take_rows(exclude, rows)
-            local, best = top_n(steered, n, local_columns(banned, self._position, len(self._pool)))
+            local, scores[rows] = self._steered(shares[rows], n, local_columns(banned, self._position, len(self._pool)))
             ids[rows] = np.where(local >= 0, self._pool[np.maximum(local, 0)], -1)
-            scores[rows] = best
         return ids, scores
 
 
-def user_category_shares(
+class PoolCategories:
+    """The categories of a pool's items, for a user's affinity to each pool item: the sum of the user's
+    shares over the item's categories. One user is summed with a ``bincount`` over the pool's (item,
+    category) entries; a batch with a sparse product."""
+
+    def __init__(self, item_categories: sp.csr_matrix, pool: np.ndarray) -> None:
+        self.matrix = sp.csr_matrix(item_categories[pool], dtype=np.float32)
+        self._entry_item = np.repeat(np.arange(len(pool)), np.diff(self.matrix.indptr))
+        self._entry_weight = self.matrix.data.astype(np.float64)
+
+    def affinity(self, shares: np.ndarray) -> np.ndarray:
+        """``(len(shares), pool)``: each user's summed share over each pool item's categories."""
+        if len(shares) == 1:
+            weights = shares[0, self.matrix.indices] * self._entry_weight
+            return np.bincount(self._entry_item, weights=weights, minlength=self.matrix.shape[0])[None, :]
+        return np.asarray(self.matrix @ shares.T).T
+
+
+def category_shares(
     source: CandidateSource,
     users: np.ndarray,
     item_categories: sp.csr_matrix,
     categories: pd.Index,
     preferred_weight: float = 1.0,
-) -> np.ndarray:
-    """Each user's category distribution, dense ``(len(users), len(categories))``: rows sum to 1, or are zero
-    when nothing is known. The share of their interacted items per category, plus ``preferred_weight``
-    times an even split over their ``attributes.preferred_categories``, renormalised."""
-    history = np.zeros((len(users), len(categories)))
-    rows = source.user_rows(users)
-    row_of = rows.row_ids()
-    items = rows.indices
-    inside = items < item_categories.shape[0]
-    row_of, items = row_of[inside], items[inside]
-    per_item = item_categories.indptr[items + 1] - item_categories.indptr[items]  # each item into its categories
-    starts = np.repeat(item_categories.indptr[items], per_item)
-    offsets = np.arange(per_item.sum()) - np.repeat(np.cumsum(per_item) - per_item, per_item)
-    np.add.at(history, (np.repeat(row_of, per_item), item_categories.indices[starts + offsets]), 1.0)
-    preferred = np.zeros_like(history)
+) -> sp.csr_matrix:
+    """Each user's category distribution, sparse ``(len(users), len(categories))``: rows sum to 1, or are
+    empty when nothing is known. The share of their interacted items per category, plus ``preferred_weight``
+    times an even split over their ``attributes.preferred_categories``, renormalised. Sources compute it for
+    every user at fit and for folded-in users at fold-in, so a request only reads a row."""
+    users = np.asarray(users, dtype=np.int64)
+    rows = source.user_rows(users).narrow(item_categories.shape[0]).nonzero()
+    interacted = sp.csr_matrix((np.ones(rows.nnz, np.float32), rows.indices, rows.indptr), shape=rows.shape)
+    in_category = sp.csr_matrix(item_categories, dtype=np.float32, copy=True)
+    in_category.data[:] = 1.0
+    history = interacted @ in_category
+    picked_rows, picked = [], []
     for row, user in enumerate(users):
         wanted = source.user_attributes(user).get("preferred_categories") or []
-        found = categories.get_indexer([str(c) for c in wanted]) if len(wanted) else np.zeros(0, np.int64)
-        preferred[row, np.unique(found[found >= 0])] = 1.0
+        if len(wanted):
+            found = np.unique(categories.get_indexer([str(c) for c in wanted]))
+            picked.append(found[found >= 0])
+            picked_rows.append(np.full(len(picked[-1]), row))
+    pref_rows = np.concatenate([np.zeros(0, np.int64), *picked_rows])
+    pref_cols = np.concatenate([np.zeros(0, np.int64), *picked])
+    preferred = sp.csr_matrix((np.ones(len(pref_cols), np.float32), (pref_rows, pref_cols)), shape=history.shape)
     return _normalise(_normalise(history) + preferred_weight * _normalise(preferred))
 
 
-def _normalise(matrix: np.ndarray) -> np.ndarray:
-    totals = matrix.sum(axis=1, keepdims=True)
-    return np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+def dense_rows(matrix: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    """``matrix[users].toarray()`` (float32) at the cost of a request, not of scipy's indexing."""
+    rows = take_rows(matrix, np.asarray(users, dtype=np.int64))
+    out = np.zeros(rows.shape, np.float32)
+    out[rows.row_ids(), rows.indices] = rows.data
+    return out
+
+
+def shares_with(shares: sp.csr_matrix, n_users: int, users: np.ndarray, values: sp.csr_matrix) -> sp.csr_matrix:
+    """``shares`` grown to ``n_users`` rows with ``users``' rows replaced by ``values`` (after a fold-in)."""
+    grown = _resize(shares, n_users, shares.shape[1])
+    updated = _replace_rows(grown, np.asarray(users, dtype=np.int64), values)
+    updated.sort_indices()
+    return updated
+
+
+def _normalise(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    totals = np.asarray(matrix.sum(axis=1), dtype=np.float64).ravel()
+    scale = np.divide(1.0, totals, out=np.zeros_like(totals), where=totals > 0)
+    out = (sp.diags(scale.astype(np.float32)) @ sp.csr_matrix(matrix, dtype=np.float32)).tocsr()
+    out.eliminate_zeros()
+    return out
 
 
 def _global(

@@ -112,6 +112,19 @@ def test_excluded_items_are_never_returned_and_users_still_get_n(
 
 
 @pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
+def test_one_query_at_a_time_finds_what_the_batch_finds(
+    indexes: dict[str, VectorIndex], queries: np.ndarray, kind: Kind
+) -> None:
+    top, _ = indexes["exact"].search(queries[:6], 60)
+    exclude = excluding([top[r, : 10 * r].tolist() for r in range(6)], 5_000)  # 0 to 50 excluded items
+    batch = indexes[kind].search(queries[:6], 25, exclude=exclude)
+    for r in range(6):
+        one = indexes[kind].search(queries[r : r + 1], 25, exclude=exclude[r])
+        np.testing.assert_array_equal(one[0][0], batch[0][r])
+        np.testing.assert_allclose(one[1][0], batch[1][r], rtol=1e-5)  # BLAS sums a batch in another order
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
 def test_a_user_who_excluded_almost_everything_gets_what_is_left(
     indexes: dict[str, VectorIndex], queries: np.ndarray, kind: Kind
 ) -> None:

@@ -97,3 +97,38 @@ def test_onboarding_stored_before_the_snapshot_steers_without_a_fold_in() -> Non
     assert names(fresh, ids[0]) == ["jazz-fresh"]  # unsteered, the newest item would be rock-fresh
     plain = FreshSource(FreshConfig(steer=False)).fit(snap)
     assert names(plain, plain.candidates(snap.user_index(["onboarded"]), 1)[0][0]) == ["rock-fresh"]
+
+
+def test_steering_ranks_the_pool_by_popularity_times_category_share() -> None:
+    """Items of 1-3 of 12 categories, Zipf popularity: the steered top-n equals a brute-force ranking of
+    the whole pool, for users with one, several and no categories, with exclusions."""
+    rng = np.random.default_rng(7)
+    n_items, n_users = 3_000, 60
+    cats = [[f"c{c}" for c in rng.choice(12, rng.integers(1, 4), replace=False)] for _ in range(n_items)]
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(n_items)], "categories": cats})
+    weights = 1.0 / np.arange(1, n_items + 1) ** 0.9
+    users = [f"u{u}" for u in range(n_users)]
+    picks = [rng.choice(n_items, rng.integers(1, 30), p=weights / weights.sum()) for _ in users]
+    rows = [(u, f"i{i}", NOW - DAY) for u, chosen in zip(users, picks, strict=True) for i in chosen]
+    crowd = rng.choice(n_items, (200, 20), p=weights / weights.sum())
+    rows += [(f"crowd{k}", f"i{i}", NOW - DAY) for k in range(200) for i in crowd[k]]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp_us"])
+    frame = frame.assign(event_id=[f"e{i}" for i in range(len(frame))], type="click", value=np.nan)
+    snap = Snapshot.from_frames(frame, items.assign(attributes=[{}] * n_items), cutoff_us=NOW)
+    source = PopularSource(PopularConfig(half_life_days=None)).fit(snap)
+    who = np.arange(n_users)
+    exclude = snap.matrix[who]
+    for n in (5, 50, 400):
+        ids, scores = source.candidates(who, n, exclude=exclude)
+        shares = source._shares[who].toarray()
+        affinity = shares @ source._item_categories[source._pool].toarray().T
+        brute = source._pool_score[None, :] * (source.config.floor + np.minimum(affinity, 1.0))
+        brute[exclude[:, source._pool].toarray() != 0] = -np.inf
+        for r in range(n_users):
+            order = np.lexsort((np.arange(len(source._pool)), -brute[r]))[: n + 1]
+            ranked = brute[r][order]
+            gaps = np.abs(np.diff(ranked)) > 1e-6 * np.abs(ranked[1:])
+            distinct = (np.r_[True, gaps] & np.r_[gaps, True])[:n]  # items tied with a neighbour may swap
+            want = ranked[:n]
+            np.testing.assert_allclose(scores[r][: len(want)], want, rtol=1e-5)
+            np.testing.assert_array_equal(ids[r][: len(want)][distinct], source._pool[order[:n]][distinct])

@@ -8,6 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from tastemaker.candidates import CandidateSource, ImplicitALS, Popularity, RandomSource
+from tastemaker.candidates.merge import SOURCES
 from tastemaker.data import Dataset, Snapshot
 from tastemaker.errors import NotFittedError
 
@@ -59,3 +60,20 @@ def test_implicit_als_returns_unseen_items_best_first(small_world: Dataset) -> N
     finite = np.where(np.isfinite(scores), scores, -np.inf)
     assert (np.diff(finite, axis=1) <= 1e-6).all()  # non-increasing scores
     assert isinstance(snap.matrix, sp.csr_matrix)
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_one_user_at_a_time_gets_the_rows_of_the_batch(small_world: Dataset, name: str) -> None:
+    """Sources take shortcuts for a one-user request (the serving path): they must answer as the batch does."""
+    snap = Snapshot.from_dataset(small_world)
+    source = SOURCES[name](42).fit(snap)
+    users = np.arange(0, snap.n_users, max(1, snap.n_users // 25))
+    exclude = snap.matrix[users]
+    batch_ids, batch_scores = source.candidates(users, 31, exclude=exclude)
+    for row, user in enumerate(users):
+        ids, scores = source.candidates(np.array([user]), 31, exclude=exclude[row])
+        np.testing.assert_allclose(scores[0], batch_scores[row], rtol=1e-4, atol=1e-6)
+        ranked = scores[0]
+        gaps = np.abs(np.diff(ranked)) > 1e-4 * np.abs(ranked[1:])
+        distinct = (np.r_[True, gaps] & np.r_[gaps, True] & np.isfinite(ranked))[:30]  # tied items may swap
+        np.testing.assert_array_equal(ids[0][:30][distinct], batch_ids[row][:30][distinct])
