@@ -2,7 +2,7 @@
 """Candidate generation at scale: fit every source on 1M interactions, then merged candidates per request.
 
     python benchmarks/candidates.py [--users 100000] [--items 50000] [--interactions 1000000]
-                                    [--latency-items 100000] [--requests 500] [--passes 3]
+                                    [--latency-items 100000] [--requests 500] [--passes 5]
 
 The world is synthetic and vectorised: users with tastes over 40 categories pick items of those
 categories with Zipf-like popularity, over 90 days; items have a title of category words and a creation
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--interactions", type=int, default=1_000_000)
     parser.add_argument("--latency-items", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=500)
-    parser.add_argument("--passes", type=int, default=3, help="passes over all requests; each counts its fastest")
+    parser.add_argument("--passes", type=int, default=5, help="passes over all requests; each counts its fastest")
     args = parser.parse_args()
 
     snap = world(args.users, args.items, args.interactions)

@@ -184,16 +184,20 @@ class CandidateGenerator(CandidateSource):
         boost = quotas * universal / max(quotas[universal].sum(), 1.0) * spare  # cold users' extra per source
 
         def ask(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            serve = np.ones(len(users), bool) if universal[s] else warm
             width = int(min(np.ceil((quotas[s] + boost[s]) * self.config.depth), total))
-            ids = np.full((len(users), width), -1, np.int64)
-            scores = np.full((len(users), width), -np.inf, np.float32)
-            rows = np.flatnonzero(serve)
-            if len(rows):
-                banned = exclude if len(rows) == len(users) else take_rows(exclude, rows).csr()
-                ids[rows], scores[rows] = self.sources[names[s]].candidates(users[rows], width, exclude=banned)
+            rows = np.arange(len(users)) if universal[s] else np.flatnonzero(warm)
+            if len(rows) == len(users):  # everyone asks this source (the one-user request's case)
+                ids, scores = self.sources[names[s]].candidates(users, width, exclude=exclude)
+            else:
+                ids = np.full((len(users), width), -1, np.int64)
+                scores = np.full((len(users), width), -np.inf, np.float32)
+                if len(rows):
+                    banned = take_rows(exclude, rows).csr()
+                    ids[rows], scores[rows] = self.sources[names[s]].candidates(users[rows], width, exclude=banned)
             limit = np.where(warm, quotas[s], quotas[s] + boost[s]).astype(np.int64)
-            ids[np.arange(width)[None, :] >= np.ceil(limit * self.config.depth)[:, None]] = -1
+            cut = np.ceil(limit * self.config.depth)
+            if (cut < width).any():  # a warm user's list stops at depth × quota even where the width is wider
+                ids = np.where(np.arange(width)[None, :] >= cut[:, None], -1, ids)
             return ids, scores, limit
 
         parts = [ask(s) for s in range(len(names))]
@@ -233,13 +237,15 @@ def _merge(
     limit = np.stack([limit for _, _, limit in parts], axis=1)[row, src]
     key = rank / np.maximum(limit, 1)
     reserved = rank < np.ceil(limit * reserve)
-    # one group per (user, item); its position is the best key over the sources that proposed it
-    order = np.lexsort((src, key, item, row))
+    # one group per (user, item), found with one sort of a combined key; under ``quota`` its position is the
+    # best key over the sources that proposed it
+    pair = row * (int(item.max(initial=0)) + 1) + item
+    order = np.argsort(pair, kind="stable")
     first = np.ones(len(order), bool)
-    first[1:] = (row[order][1:] != row[order][:-1]) | (item[order][1:] != item[order][:-1])
+    first[1:] = pair[order][1:] != pair[order][:-1]
     group = np.cumsum(first) - 1
-    heads = order[first]
-    head_key = key[heads]
+    heads = order[first]  # any entry of a group: they share user and item
+    head_key = np.minimum.reduceat(key[order], np.flatnonzero(first)) if len(order) else key[heads]
     if fusion_k is not None:  # reciprocal-rank fusion: Σ over proposing sources of share / (fusion_k + rank)
         share = np.asarray(quotas, np.float64)[src] / sum(quotas)
         head_key = -np.bincount(group, weights=(share / (fusion_k + rank))[order])

@@ -146,9 +146,16 @@ class PoolCategories:
         self.matrix = sp.csr_matrix(item_categories[pool], dtype=np.float32)
         self._entry_item = np.repeat(np.arange(len(pool)), np.diff(self.matrix.indptr))
         self._entry_weight = self.matrix.data.astype(np.float64)
+        # at most one category per item, of weight 1 (a common catalog): affinity is a lookup, no sum
+        self._only: np.ndarray | None = None
+        if (np.diff(self.matrix.indptr) <= 1).all() and (self.matrix.data == 1).all():
+            self._only = np.full(len(pool), self.matrix.shape[1], np.int64)  # the last column reads 0
+            self._only[self._entry_item] = self.matrix.indices
 
     def affinity(self, shares: np.ndarray) -> np.ndarray:
         """``(len(shares), pool)``: each user's summed share over each pool item's categories."""
+        if self._only is not None:
+            return np.concatenate([shares, np.zeros((len(shares), 1), shares.dtype)], axis=1)[:, self._only]
         if len(shares) == 1:
             weights = shares[0, self.matrix.indices] * self._entry_weight
             return np.bincount(self._entry_item, weights=weights, minlength=self.matrix.shape[0])[None, :]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
+import scipy.sparse as sp
 
 from tastemaker.candidates import History
 from tastemaker.candidates.fresh import FreshConfig, FreshSource
-from tastemaker.candidates.popular import PopularConfig, PopularSource
+from tastemaker.candidates.popular import PoolCategories, PopularConfig, PopularSource
 from tastemaker.data import Snapshot
 
 DAY = 86_400 * 1_000_000
@@ -132,3 +134,18 @@ def test_steering_ranks_the_pool_by_popularity_times_category_share() -> None:
             want = ranked[:n]
             np.testing.assert_allclose(scores[r][: len(want)], want, rtol=1e-5)
             np.testing.assert_array_equal(ids[r][: len(want)][distinct], source._pool[order[:n]][distinct])
+
+
+@pytest.mark.parametrize("most", [1, 3])
+def test_pool_affinity_is_the_share_summed_over_each_items_categories(most: int) -> None:
+    rng = np.random.default_rng(most)
+    counts = rng.integers(0, most + 1, 500)  # some items have no category
+    rows = np.repeat(np.arange(500), counts)
+    cols = np.concatenate([rng.choice(9, c, replace=False) for c in counts])
+    item_categories = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(500, 9))
+    pool = rng.permutation(500)[:300]
+    shares = rng.random((4, 9)).astype(np.float32)
+    want = shares @ item_categories[pool].toarray().T
+    pooled = PoolCategories(item_categories, pool)
+    np.testing.assert_allclose(pooled.affinity(shares), want, rtol=1e-6)
+    np.testing.assert_allclose(pooled.affinity(shares[1:2]), want[1:2], rtol=1e-6)
