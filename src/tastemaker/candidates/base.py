@@ -332,6 +332,10 @@ class CandidateSource(ABC):
         """:meth:`user_items` as :class:`Rows` (the request path's form; indices sorted per row)."""
         return take_rows(self._user_items, np.atleast_1d(users))
 
+    def user_last_rows(self, users: np.ndarray) -> Rows:
+        """:meth:`user_last_us` as :class:`Rows`."""
+        return take_rows(self._user_last, np.atleast_1d(users))
+
     def user_last_at(self, users: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Latest interaction time (µs) of ``users[rows[j]]`` with ``items[j]``; 0 where none."""
         return take_rows(self._user_last, np.atleast_1d(users)).lookup(rows, items)

@@ -8,6 +8,7 @@ catalog's current state, except that items created after the cutoff are left out
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -129,6 +130,13 @@ class Snapshot:
     def n_items(self) -> int:
         return len(self.item_ids)
 
+    @property
+    def end_us(self) -> int:
+        """The snapshot's "now": its cutoff, or just after its latest interaction when it has none."""
+        if self.cutoff_us is not None:
+            return int(self.cutoff_us)
+        return int(self.interactions["last_timestamp_us"].to_numpy().max(initial=-1)) + 1
+
     def user_index(self, user_ids: object) -> np.ndarray:
         """Row indices of ``user_ids``; -1 for users the snapshot does not know."""
         return self.user_ids.get_indexer(as_ids(user_ids))
@@ -136,6 +144,30 @@ class Snapshot:
     def item_index(self, item_ids: object) -> np.ndarray:
         """Column indices of ``item_ids``; -1 for items the snapshot does not know."""
         return self.item_ids.get_indexer(as_ids(item_ids))
+
+    def restricted(self, keep: np.ndarray, *, cutoff_us: int | None = None) -> Snapshot:
+        """The same users, items and metadata with only the interactions where ``keep`` holds: an inner
+        training split with unchanged indices. Creation times that were inferred from a first interaction
+        are inferred again from what is kept, so an item first seen later does not look new."""
+        keep = np.asarray(keep, dtype=bool)
+        table = self.interactions[keep].reset_index(drop=True)
+        matrix = sp.csr_matrix(
+            (table["weight"].to_numpy(np.float32), (table["user_idx"], table["item_idx"])), shape=self.matrix.shape
+        )
+        matrix.sum_duplicates()
+        last = np.full(self.n_users, UNKNOWN_TIME, np.int64)
+        np.maximum.at(last, table["user_idx"].to_numpy(), table["last_timestamp_us"].to_numpy(np.int64))
+        first_all = _first_seen(self.interactions, self.n_items)
+        inferred = (first_all != UNKNOWN_TIME) & (self.item_created_at_us == first_all)
+        created = np.where(inferred, _first_seen(table, self.n_items), self.item_created_at_us)
+        return dataclasses.replace(
+            self,
+            cutoff_us=self.cutoff_us if cutoff_us is None else cutoff_us,
+            matrix=matrix,
+            interactions=table,
+            user_last_active_us=last,
+            item_created_at_us=created.astype(np.int64),
+        )
 
     @classmethod
     def from_store(
@@ -268,6 +300,12 @@ def _item_arrays(items: pd.DataFrame, item_ids: pd.Index, table: pd.DataFrame) -
         "item_created_at_us": created,
         "item_available": column("available", True).astype(bool),
     }
+
+
+def _first_seen(table: pd.DataFrame, n_items: int) -> np.ndarray:
+    first = np.full(n_items, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, table["item_idx"].to_numpy(), table["timestamp_us"].to_numpy(np.int64))
+    return np.where(first == np.iinfo(np.int64).max, UNKNOWN_TIME, first)
 
 
 def _user_attributes(users: pd.DataFrame | None, user_ids: pd.Index) -> tuple[dict[str, Any], ...]:

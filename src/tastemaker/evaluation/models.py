@@ -17,10 +17,25 @@ MODELS: dict[str, Callable[[int], CandidateSource]] = {
     "implicit-als": lambda seed: ImplicitALS(seed),
     **SOURCES,  # als, item_knn, ease, content, popular (all-time), trending, fresh
     "candidates": lambda seed: CandidateGenerator(seed=seed),
+    "engine": lambda seed: _engine(seed),
 }
 
 
-def make_model(name: str, seed: int) -> CandidateSource:
+#: the engine trains its ranker on an inner split of the train side shaped like the protocol's own split
+INNER_SPLIT = {"recommenders": "random", "temporal": "newest", "leave-last": "newest", "global-time": "newest"}
+
+
+def _engine(seed: int, protocol: str | None = None) -> CandidateSource:
+    from tastemaker.ranking import Engine, EngineConfig, SplitConfig  # LightGBM loads only when asked for
+
+    split = SplitConfig(kind=INNER_SPLIT.get(protocol or "", "newest"))
+    return Engine(EngineConfig(split=split), seed=seed)
+
+
+def make_model(name: str, seed: int, protocol: str | None = None) -> CandidateSource:
+    """A fresh model; ``protocol`` lets a model that trains on an inner split shape it like the outer one."""
     if name not in MODELS:
         raise UnknownNameError("model", name, list(MODELS))
+    if name == "engine":
+        return _engine(seed, protocol)
     return MODELS[name](seed)

@@ -1,0 +1,107 @@
+"""The engine: candidate sources, then the learned ranker over their candidates (model ``engine``).
+
+``fit`` trains the ranker on an inner split of the snapshot (see :mod:`tastemaker.ranking.training`), then
+refits the sources on the whole snapshot for serving. The ranker learned on sources fitted with less data;
+its features are therefore scale-free where a source's scale moves with the data (scores relative to the
+user's best score from that source, ranks), so the refit sources speak the language it learned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field
+
+from tastemaker.candidates.base import CandidateSource, History
+from tastemaker.candidates.merge import CandidateGenerator, Candidates, MergeConfig
+from tastemaker.config import ConfigModel
+from tastemaker.data.snapshot import Snapshot
+from tastemaker.ranking.features import Context, FeatureBuilder, FeatureConfig, FeatureSchema
+from tastemaker.ranking.ltr import LightGBMRanker, RankerConfig
+from tastemaker.ranking.training import LabelConfig, RankingData, SplitConfig, training_data
+
+__all__ = ["Engine", "EngineConfig"]
+
+
+class EngineConfig(ConfigModel):
+    merge: MergeConfig = Field(default_factory=MergeConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    ranker: RankerConfig = Field(default_factory=RankerConfig)
+    labels: LabelConfig = Field(default_factory=LabelConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+
+class Engine(CandidateSource):
+    name = "engine"
+    needs_history = False
+
+    def __init__(self, config: EngineConfig | None = None, *, seed: int = 42) -> None:
+        self.config = config or EngineConfig()
+        self.seed = seed
+
+    def _fit(self, snapshot: Snapshot) -> None:
+        cfg = self.config
+        builder = FeatureBuilder(cfg.features)
+        train, valid, _ = training_data(
+            snapshot, self._new_generator, builder, split=cfg.split, labels=cfg.labels, seed=self.seed
+        )
+        schema = builder.schema()
+        self.ranker = LightGBMRanker(cfg.ranker, seed=self.seed).fit(train, valid, schema)
+        self.training = {"train": _summary(train), "validation": _summary(valid)}
+        self.generator = self._new_generator().fit(snapshot)
+        self.features = FeatureBuilder(cfg.features).fit(self.generator, snapshot, devices=schema.devices)
+        self._now = snapshot.end_us
+
+    def _new_generator(self) -> CandidateGenerator:
+        return CandidateGenerator(self.config.merge, seed=self.seed)
+
+    @property
+    def schema(self) -> FeatureSchema:
+        return self.features.schema()
+
+    def fold_in(self, history: History) -> Engine:
+        super().fold_in(history)
+        self.generator.fold_in(history)
+        return self
+
+    def rank(
+        self, users: np.ndarray, *, exclude: sp.csr_matrix | None = None, contexts: Sequence[Context] | None = None
+    ) -> tuple[Candidates, np.ndarray]:
+        """The generator's candidates for ``users`` and the ranker's score of each (-inf for padding)."""
+        users = np.asarray(users, dtype=np.int64)
+        found = self.generator.generate(users, exclude=exclude)
+        if contexts is None:  # no request time given (offline evaluation): the user's own latest moment
+            contexts = [Context(now_us=int(t)) for t in self._latest(users)]
+        x = self.features.compute(users, found, contexts)
+        valid = found.items >= 0
+        scores = np.full(found.items.shape, -np.inf)
+        if valid.any():
+            scores[valid] = self.ranker.predict(x[valid], self.schema)
+        return found, scores
+
+    def _latest(self, users: np.ndarray) -> np.ndarray:
+        """Just after each user's latest interaction (the snapshot's end for users without one). Training
+        puts "now" where a user's held-out interactions begin, right after their last known one; an offline
+        evaluation has no request time, so this is the closest match to what the ranker learned."""
+        last = self.generator.user_last_rows(users)
+        latest = np.full(len(users), -1, np.int64)
+        np.maximum.at(latest, last.row_ids(), last.data.astype(np.int64))
+        return np.where(latest >= 0, latest + 1, self._now)
+
+    def _candidates(self, users: np.ndarray, n: int, exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        found, scores = self.rank(users, exclude=exclude)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :n]
+        ids = np.take_along_axis(found.items, order, axis=1)
+        best = np.take_along_axis(scores, order, axis=1).astype(np.float32)
+        ids = np.where(np.isfinite(best), ids, -1)
+        pad = n - ids.shape[1]
+        if pad > 0:
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+            best = np.pad(best, ((0, 0), (0, pad)), constant_values=-np.inf)
+        return ids, best
+
+
+def _summary(data: RankingData) -> dict[str, int]:
+    return {"queries": len(data.groups), "rows": len(data.y), "positives": data.positives}

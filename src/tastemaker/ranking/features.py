@@ -1,0 +1,272 @@
+"""Ranking features: named columns computed as arrays over every candidate of a batch of requests at once.
+
+A :class:`FeatureBuilder` is fitted beside a :class:`~tastemaker.candidates.merge.CandidateGenerator` (it
+reads the generator's sources and the snapshot they were fitted on) and turns the generator's
+:class:`~tastemaker.candidates.merge.Candidates` into a ``(users, candidates, features)`` float32 array:
+NaN where a value does not exist (an item a source did not propose, a padding slot), which LightGBM treats
+as missing. Every column is listed, with its meaning, by :meth:`FeatureBuilder.schema`; the schema is
+versioned and travels with a trained ranker, which refuses features of another schema.
+
+Point in time: everything is read from the generator's state (the snapshot it was fitted on, plus
+folded-in history) and from the request's :class:`Context`, whose ``now_us`` is injected — never the wall
+clock. Item popularity windows are counted at the snapshot's end; user windows at the request's ``now``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from tastemaker.candidates.merge import CandidateGenerator, Candidates
+from tastemaker.config import ConfigModel
+from tastemaker.data.snapshot import UNKNOWN_TIME, Snapshot
+from tastemaker.errors import ConfigError, NotFittedError
+
+__all__ = ["SCHEMA_VERSION", "Context", "FeatureBuilder", "FeatureConfig", "FeatureSchema"]
+
+#: bump when a feature's meaning or order changes: a ranker trained on another version is refused
+SCHEMA_VERSION = 1
+_DAY_US = 86_400 * 1_000_000
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where and when one request happens. ``now_us`` is injected (the request's time, or a training cut);
+    ``device`` is a free string (e.g. ``mobile``); ``values`` holds any declared numeric context keys."""
+
+    now_us: int
+    device: str | None = None
+    values: dict[str, float] = field(default_factory=dict)
+
+
+class FeatureConfig(ConfigModel):
+    #: numeric context keys the model may use (each becomes a feature ``context_KEY``); others are ignored
+    context_keys: list[str] = Field(default_factory=list)
+    #: how many of a user's newest items their content similarity is taken over
+    recent_items: int = Field(default=20, ge=1)
+
+
+class FeatureSchema(ConfigModel):
+    """What a ranker was trained on: the features' names and meanings, in column order."""
+
+    version: int
+    names: list[str]
+    descriptions: dict[str, str]
+    #: devices seen in training, in code order (the ``device`` feature is an index into this list)
+    devices: list[str]
+    categorical: list[str]
+
+
+class FeatureBuilder:
+    """Computes the features of a generator's candidates; see the module docstring."""
+
+    def __init__(self, config: FeatureConfig | None = None) -> None:
+        self.config = config or FeatureConfig()
+        self._generator: CandidateGenerator | None = None
+
+    def fit(self, generator: CandidateGenerator, snapshot: Snapshot, devices: Sequence[str] = ()) -> FeatureBuilder:
+        """Read item statistics from ``snapshot`` (the one ``generator`` was fitted on)."""
+        table = snapshot.interactions
+        end = snapshot.end_us
+        last = table["last_timestamp_us"].to_numpy(np.int64)
+        items = table["item_idx"].to_numpy()
+
+        def users_since(days: float | None) -> np.ndarray:
+            recent = np.ones(len(last), bool) if days is None else last >= end - days * _DAY_US
+            return np.bincount(items[recent], minlength=snapshot.n_items).astype(np.float32)
+
+        pop7, pop30, pop_all = users_since(7), users_since(30), users_since(None)
+        created = snapshot.item_created_at_us.astype(np.float64)
+        self._item = {
+            "item_popularity_7d": np.log1p(pop7),
+            "item_popularity_30d": np.log1p(pop30),
+            "item_popularity_all": np.log1p(pop_all),
+            "item_trend": (pop7 + 1.0) / (pop30 * 7.0 / 30.0 + 1.0),
+            "item_age_days": np.where(created == UNKNOWN_TIME, np.nan, (end - created) / _DAY_US).astype(np.float32),
+            "item_available": snapshot.item_available.astype(np.float32),
+        }
+        self._item_categories = snapshot.item_categories.tocsr()
+        self._devices = list(dict.fromkeys(str(d) for d in devices))
+        self._generator = generator
+        return self
+
+    # -- the schema --------------------------------------------------------------------------------------
+    def schema(self) -> FeatureSchema:
+        names, descriptions = [], {}
+        for name, text in self._columns():
+            names.append(name)
+            descriptions[name] = text
+        return FeatureSchema(
+            version=SCHEMA_VERSION, names=names, descriptions=descriptions, devices=self._devices,
+            categorical=["context_weekday", "context_device"],
+        )  # fmt: skip
+
+    def _columns(self) -> list[tuple[str, str]]:
+        gen = self._require()
+        columns = []
+        for source in gen.sources:
+            columns += [
+                (f"{source}_rank", f"rank (from 0) of the item in {source}'s list; missing if it did not propose it"),
+                (f"{source}_score", f"{source}'s score over its best score for this user; missing if not proposed"),
+                (f"{source}_proposed", f"1 if {source} proposed the item"),
+            ]  # fmt: skip
+        columns += [
+            ("item_popularity_7d", "log(1 + users who interacted with the item in the snapshot's last 7 days)"),
+            ("item_popularity_30d", "log(1 + users who interacted with the item in the snapshot's last 30 days)"),
+            ("item_popularity_all", "log(1 + users who ever interacted with the item)"),
+            ("item_trend", "(7-day users + 1) / (30-day users scaled to 7 days + 1): above 1 is rising"),
+            ("item_age_days", "days from the item's creation (or first interaction) to the snapshot's end"),
+            ("item_available", "1 if the item is available"),
+            ("user_activity_7d", "the user's interactions in the 7 days before now"),
+            ("user_activity_30d", "the user's interactions in the 30 days before now"),
+            ("user_history", "log(1 + the user's interactions)"),
+            ("user_tenure_days", "days since the user's first interaction"),
+            ("user_days_since_last", "days since the user's latest interaction (time since the last session)"),
+            ("category_affinity", "the user's share of interactions in the item's categories"),
+            ("category_recency_days", "days since the user last interacted with an item of the item's categories"),
+            ("content_similarity", "cosine of the item's content vector with the user's recent-history profile"),
+            ("als_dot", "ALS user vector · item vector"),
+            ("context_hour_sin", "sine of the request's hour of day (UTC)"),
+            ("context_hour_cos", "cosine of the request's hour of day (UTC)"),
+            ("context_weekday", "the request's weekday, 0 = Monday (categorical)"),
+            ("context_device", "the request's device, an index into the schema's devices (categorical)"),
+        ]  # fmt: skip
+        columns += [(f"context_{key}", f"declared context key {key!r}") for key in self.config.context_keys]
+        return columns
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self._columns()]
+
+    # -- computing ---------------------------------------------------------------------------------------
+    def compute(self, users: np.ndarray, candidates: Candidates, contexts: Sequence[Context]) -> np.ndarray:
+        """``(len(users), candidates, features)`` float32, NaN where a value does not exist."""
+        self._require()
+        users = np.asarray(users, dtype=np.int64)
+        if len(contexts) != len(users):
+            raise ConfigError(f"got {len(contexts)} contexts for {len(users)} users; give one per user")
+        items = candidates.items
+        valid = items >= 0
+        safe = np.where(valid, items, 0)
+        now = np.array([c.now_us for c in contexts], dtype=np.int64)
+        parts = [self._source_features(candidates)]
+        parts += [self._gather(values, safe) for values in self._item.values()]
+        parts += self._user_features(users, now, items.shape[1])
+        parts += self._user_item_features(users, safe, now)
+        parts += self._context_features(contexts, items.shape[1])
+        out = np.concatenate([p if p.ndim == 3 else p[:, :, None] for p in parts], axis=2).astype(np.float32)
+        out[~valid] = np.nan
+        return out
+
+    def _source_features(self, candidates: Candidates) -> np.ndarray:
+        ranks, scores = candidates.ranks, candidates.scores
+        proposed = ranks >= 0
+        best = np.nanmax(np.where(proposed, np.abs(scores), np.nan), axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            relative = np.where(proposed & (best > 0), scores / best, np.nan)
+        rank = np.where(proposed, ranks, np.nan)
+        stacked = np.stack([rank, relative, proposed.astype(np.float32)], axis=3)  # users, items, sources, 3
+        return stacked.reshape(ranks.shape[0], ranks.shape[1], -1)
+
+    def _gather(self, values: np.ndarray, items: np.ndarray) -> np.ndarray:
+        inside = items < len(values)  # items added after the snapshot have no statistics yet
+        return np.where(inside, values[np.minimum(items, len(values) - 1)], np.nan)
+
+    def _user_features(self, users: np.ndarray, now: np.ndarray, width: int) -> list[np.ndarray]:
+        gen = self._require()
+        last = gen.user_last_rows(users)
+        rows = last.row_ids()
+        when = last.data.astype(np.float64)
+        age = (now[rows] - when) / _DAY_US
+        count = np.bincount(rows, minlength=len(users)).astype(np.float64)
+        week = np.bincount(rows, weights=(age >= 0) & (age < 7), minlength=len(users))
+        month = np.bincount(rows, weights=(age >= 0) & (age < 30), minlength=len(users))
+        first = np.full(len(users), np.inf)
+        latest = np.full(len(users), -np.inf)
+        np.minimum.at(first, rows, when)
+        np.maximum.at(latest, rows, when)
+        tenure = np.where(count > 0, (now - first) / _DAY_US, np.nan)
+        since = np.where(count > 0, (now - latest) / _DAY_US, np.nan)
+        return [np.repeat(v[:, None], width, axis=1) for v in (week, month, np.log1p(count), tenure, since)]
+
+    def _user_item_features(self, users: np.ndarray, items: np.ndarray, now: np.ndarray) -> list[np.ndarray]:
+        gen = self._require()
+        history = gen.user_rows(users).nonzero()
+        cats = self._item_categories
+        n_cat = cats.shape[1]
+        # each history entry expanded into its item's categories: share and latest time per (user, category)
+        h_rows, h_items = history.row_ids(), history.indices
+        known = h_items < cats.shape[0]
+        h_rows, h_items = h_rows[known], h_items[known]
+        h_when = gen.user_last_at(users, h_rows, h_items).astype(np.float64)
+        per = cats.indptr[h_items + 1] - cats.indptr[h_items]
+        e_rows = np.repeat(h_rows, per)
+        e_cats = cats.indices[_expand(cats.indptr[h_items], per)]
+        counts = np.zeros((len(users), n_cat + 1))
+        np.add.at(counts, (e_rows, e_cats), 1.0)
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+        latest = np.full((len(users), n_cat + 1), -np.inf)
+        np.maximum.at(latest, (e_rows, e_cats), np.repeat(h_when, per))
+        # the same expansion for every candidate slot
+        flat = items.ravel()
+        inside = flat < cats.shape[0]
+        c_items = np.where(inside, flat, 0)
+        c_per = np.where(inside, cats.indptr[c_items + 1] - cats.indptr[c_items], 0)
+        slot = np.repeat(np.arange(len(flat)), c_per)
+        slot_cats = cats.indices[_expand(cats.indptr[c_items], c_per)]
+        slot_user = slot // items.shape[1]
+        affinity = np.bincount(slot, weights=shares[slot_user, slot_cats], minlength=len(flat))
+        recent = np.full(len(flat), -np.inf)
+        np.maximum.at(recent, slot, latest[slot_user, slot_cats])
+        user_of = np.repeat(np.arange(len(users)), items.shape[1])
+        recency = np.where(np.isfinite(recent), (now[user_of] - recent) / _DAY_US, np.nan)
+        shape = items.shape
+        return [affinity.reshape(shape), recency.reshape(shape), self._content(users, items), self._als(users, items)]
+
+    def _content(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        source: Any = self._require().sources.get("content")
+        if source is None:
+            return np.full(items.shape, np.nan)
+        profiles = source.profiles(users)
+        inside = items < len(source.vectors)
+        vectors = source.vectors[np.where(inside, items, 0)]
+        similarity = np.einsum("ud,ukd->uk", profiles, vectors)
+        known = np.linalg.norm(profiles, axis=1) > 0
+        return np.where(inside & known[:, None], similarity, np.nan)
+
+    def _als(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        source: Any = self._require().sources.get("als")
+        if source is None:
+            return np.full(items.shape, np.nan)
+        factors = source.user_factors[users]
+        inside = items < len(source.item_factors)
+        dot = np.einsum("ud,ukd->uk", factors, source.item_factors[np.where(inside, items, 0)])
+        known = np.abs(factors).sum(axis=1) > 0
+        return np.where(inside & known[:, None], dot, np.nan)
+
+    def _context_features(self, contexts: Sequence[Context], width: int) -> list[np.ndarray]:
+        now = np.array([c.now_us for c in contexts], dtype=np.int64)
+        hour = (now // 3_600_000_000) % 24 + (now % 3_600_000_000) / 3.6e9
+        weekday = ((now // _DAY_US) + 3) % 7  # 1970-01-01 was a Thursday
+        code = {d: i for i, d in enumerate(self._devices)}
+        device = np.array([code.get(str(c.device), np.nan) if c.device is not None else np.nan for c in contexts])
+        columns = [np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24), weekday.astype(float), device]
+        for key in self.config.context_keys:
+            columns.append(np.array([float(c.values.get(key, np.nan)) for c in contexts]))
+        return [np.repeat(np.asarray(v, dtype=np.float64)[:, None], width, axis=1) for v in columns]
+
+    def _require(self) -> CandidateGenerator:
+        if self._generator is None:
+            raise NotFittedError(type(self).__name__)
+        return self._generator
+
+
+def _expand(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ranges ``starts[i] : starts[i] + lengths[i]``."""
+    total = int(lengths.sum())
+    offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + offsets

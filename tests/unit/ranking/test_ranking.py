@@ -1,0 +1,122 @@
+"""Layer 2: the feature schema, the point-in-time training set, the ranker's schema check and the engine."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from tastemaker.candidates.merge import CandidateGenerator, MergeConfig
+from tastemaker.data import Dataset, Snapshot
+from tastemaker.ranking import (
+    Context,
+    Engine,
+    EngineConfig,
+    FeatureBuilder,
+    LabelConfig,
+    LightGBMRanker,
+    RankerConfig,
+    SchemaMismatchError,
+    SplitConfig,
+    inner_split,
+    training_data,
+)
+
+SMALL = MergeConfig(total=100)
+
+
+def make_generator() -> CandidateGenerator:
+    return CandidateGenerator(SMALL, seed=1)
+
+
+@pytest.fixture(scope="module")
+def snap(small_world: Dataset) -> Snapshot:
+    return Snapshot.from_dataset(small_world)
+
+
+def test_the_schema_names_and_explains_20_to_40_features(snap: Snapshot) -> None:
+    builder = FeatureBuilder().fit(make_generator().fit(snap), snap)
+    schema = builder.schema()
+    assert 20 <= len(schema.names) <= 40
+    assert len(set(schema.names)) == len(schema.names)
+    assert all(len(schema.descriptions[name]) > 10 for name in schema.names)
+    assert {"als_rank", "als_score", "als_proposed", "item_popularity_7d", "user_days_since_last",
+            "category_affinity", "content_similarity", "als_dot", "context_hour_sin", "context_device"} <= set(
+        schema.names)  # fmt: skip
+
+
+def test_features_are_one_array_over_every_candidate(snap: Snapshot) -> None:
+    gen = make_generator().fit(snap)
+    builder = FeatureBuilder().fit(gen, snap, devices=["desktop", "mobile"])
+    users = np.arange(12)
+    found = gen.generate(users, exclude=snap.matrix[users])
+    monday_8am = int(datetime(2024, 1, 1, 8, tzinfo=UTC).timestamp() * 1_000_000)
+    contexts = [Context(now_us=monday_8am, device="mobile")] * 12
+    x = builder.compute(users, found, contexts)
+    names = builder.names
+    assert x.shape == (12, found.items.shape[1], len(names))
+    column = {name: x[:, :, i] for i, name in enumerate(names)}
+    valid = found.items >= 0
+    assert np.isnan(x[~valid]).all()
+    assert (column["context_weekday"][valid] == 0).all() and (column["context_device"][valid] == 1).all()
+    np.testing.assert_allclose(column["context_hour_sin"][valid], np.sin(2 * np.pi * 8 / 24), rtol=1e-6)
+    proposed = found.ranks[:, :, found.sources.index("als")] >= 0
+    assert np.array_equal(column["als_proposed"][valid] == 1, proposed[valid])
+    assert np.isnan(column["als_rank"][valid & ~proposed]).all()
+    assert (column["als_score"][valid & proposed] <= 1.0 + 1e-6).all()  # relative to the user's best
+    affinity = column["category_affinity"][valid]
+    assert ((affinity >= 0) & (affinity <= 1.0 + 1e-6)).all()
+
+
+def test_no_feature_reads_an_interaction_at_or_after_the_users_cut(snap: Snapshot) -> None:
+    """Change every held-out interaction's item: the features of the training set stay the same to the bit,
+    the labels do not."""
+    split = SplitConfig()
+    held, cut = inner_split(snap, split, seed=5)
+    table = snap.interactions
+    assert held.any() and (table["timestamp_us"].to_numpy()[held] >= cut[table["user_idx"].to_numpy()[held]]).all()
+    moved = table.copy()
+    rng = np.random.default_rng(0)
+    moved.loc[held, "item_idx"] = rng.integers(0, snap.n_items, held.sum()).astype(np.int32)
+    changed = dataclasses.replace(snap, interactions=moved)
+    runs = []
+    for s in (snap, changed):
+        train, valid, _ = training_data(s, make_generator, FeatureBuilder(), split=split, labels=LabelConfig(), seed=5)
+        runs.append((train, valid))
+    (a, _), (b, _) = runs
+    common = np.intersect1d(a.users, b.users)  # queries are users with a positive among their candidates
+    assert len(common) > 20
+    rows_a = np.repeat(a.users, a.groups)
+    rows_b = np.repeat(b.users, b.groups)
+    for user in common:
+        np.testing.assert_array_equal(a.x[rows_a == user], b.x[rows_b == user])
+    assert not all(np.array_equal(a.y[rows_a == u], b.y[rows_b == u]) for u in common)
+
+
+def test_a_ranker_refuses_features_of_another_schema(snap: Snapshot) -> None:
+    builder = FeatureBuilder()
+    train, valid, _ = training_data(snap, make_generator, builder, split=SplitConfig(), labels=LabelConfig(), seed=2)
+    schema = builder.schema()
+    ranker = LightGBMRanker(RankerConfig(max_rounds=20)).fit(train, valid, schema)
+    assert ranker.predict(train.x[:5], schema).shape == (5,)
+    other = schema.model_copy(update={"names": [*schema.names[:-1], "something_else"]})
+    with pytest.raises(SchemaMismatchError, match=r"the ranker was trained on v1 with \d+"):
+        ranker.predict(train.x[:5], other)
+    older = schema.model_copy(update={"version": 0})
+    with pytest.raises(SchemaMismatchError, match="features follow schema v0"):
+        ranker.predict(train.x[:5], older)
+
+
+def test_the_engine_ranks_unseen_candidates_best_first_and_reproducibly(snap: Snapshot) -> None:
+    config = EngineConfig(merge=SMALL, ranker=RankerConfig(max_rounds=40))
+    engine = Engine(config, seed=3).fit(snap)
+    users = np.arange(0, snap.n_users, 10)
+    ids, scores = engine.candidates(users, 10, exclude=snap.matrix[users])
+    assert ((ids >= 0).sum(axis=1) == 10).all()
+    assert (np.diff(scores, axis=1) <= 0).all()
+    assert not any(set(ids[r]) & set(snap.matrix[u].indices) for r, u in enumerate(users))
+    assert engine.training["train"]["queries"] > 50 and engine.training["validation"]["queries"] > 10
+    again = Engine(config, seed=3).fit(snap).candidates(users, 10, exclude=snap.matrix[users])[0]
+    assert np.array_equal(ids, again)
