@@ -24,7 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/import_movielens.py
 	$(BIN)/python benchmarks/candidates.py
 
-bench-faiss: $(STAMP)  # builds 1M-vector indexes: about 30 minutes on 2 cores
+bench-faiss: $(STAMP)  # builds 1M-vector indexes (IVF ~1 min, HNSW ~14 min): about 20 minutes on 2 cores
 	$(BIN)/python benchmarks/faiss_retrieval.py
 
 lint: $(STAMP)
