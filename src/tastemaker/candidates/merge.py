@@ -240,7 +240,7 @@ def _merge(
     # one group per (user, item), found with one sort of a combined key; under ``quota`` its position is the
     # best key over the sources that proposed it
     pair = row * (int(item.max(initial=0)) + 1) + item
-    order = np.argsort(pair, kind="stable")
+    order = np.lexsort((src, key, pair))  # within a group by key: fused sums add up in one fixed order
     first = np.ones(len(order), bool)
     first[1:] = pair[order][1:] != pair[order][:-1]
     group = np.cumsum(first) - 1
