@@ -50,6 +50,10 @@ class NotFittedError(TastemakerError, RuntimeError):
         super().__init__(f"{name} is not fitted yet; call fit(snapshot) first")
 
 
+class ArtifactError(TastemakerError):
+    """A model artifact is missing, incomplete, corrupt or from an incompatible version."""
+
+
 class StoreError(TastemakerError):
     """The store could not complete an operation (connection, migration, constraint)."""
 

@@ -1,7 +1,8 @@
-"""The command line, through Typer's runner: import (idempotent, strict and lenient) and the demo."""
+"""The command line, through Typer's runner: import (idempotent, strict and lenient), the demo, train and models."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -70,3 +71,28 @@ def test_the_demo_imports_twice_and_prints_the_table(tmp_path: Path) -> None:
     assert "import again:  items 120 · users 150 · events accepted 0" in result.output
     for model in ("popularity", "random", "implicit-als"):
         assert model in result.output
+
+
+def test_train_writes_versioned_models_that_can_be_promoted_and_rolled_back(tmp_path: Path) -> None:
+    from tastemaker.data import SyntheticConfig, generate, import_dataset
+    from tastemaker.store import open_store
+
+    db, models = f"sqlite:///{tmp_path / 't.db'}", str(tmp_path / "models")
+    with open_store(db) as store:
+        import_dataset(store, generate(SyntheticConfig(n_users=200, n_items=150, days=21, seed=2)))
+    first = runner.invoke(app, ["train", "--db", db, "--models-dir", models, "--now", "2030-01-01T00:00:00Z",
+                                "--promote"])  # fmt: skip
+    assert first.exit_code == 0, first.output
+    assert "model 20300101T000000Z-" in first.output and "promoted" in first.output
+    second = runner.invoke(app, ["train", "--db", db, "--models-dir", models, "--now", "2030-01-08T00:00:00Z"])
+    assert second.exit_code == 0, second.output
+    listed = runner.invoke(app, ["models", "list", "--models-dir", models])
+    rows = [line for line in listed.output.splitlines() if "2030010" in line]
+    assert len(rows) == 2 and "*" in rows[0] and "*" not in rows[1]  # the second is written, not served
+    v1, v2 = (re.search(r"2030\d{4}T\d{6}Z-[0-9a-f]{8}", row).group(0) for row in rows)
+    shown = runner.invoke(app, ["models", "show", v2, "--models-dir", models])
+    assert shown.exit_code == 0 and "als_rank" in shown.output and "gain" in shown.output
+    assert runner.invoke(app, ["models", "promote", v2, "--models-dir", models]).output.strip() == f"serving {v2}"
+    assert runner.invoke(app, ["models", "rollback", "--models-dir", models]).output.strip() == f"serving {v1}"
+    refused = runner.invoke(app, ["models", "promote", "v9", "--models-dir", models])
+    assert refused.exit_code == 1 and "unknown model version 'v9'" in refused.output

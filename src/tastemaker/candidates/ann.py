@@ -20,7 +20,7 @@ Search parameters are passed per call, never set on the shared index, so concurr
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import faiss
 import numpy as np
@@ -65,6 +65,19 @@ class VectorIndex:
         self._index: faiss.Index | None = None
         self._vectors = np.zeros((0, 0), np.float32)  # kept for exact search
         self._params: dict[tuple[str, int], faiss.SearchParameters] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """FAISS indexes are written by FAISS itself (they are not picklable); the parameter cache is rebuilt."""
+        state = self.__dict__.copy()
+        state["_index"] = None if self._index is None else faiss.serialize_index(self._index)
+        state["_params"] = {}
+        state.pop("_quantizer", None)  # owned by the deserialized IVF index
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        index = state["_index"]
+        state["_index"] = None if index is None else faiss.deserialize_index(index)
+        self.__dict__.update(state)
 
     @property
     def kind(self) -> Literal["exact", "hnsw", "ivf"]:

@@ -87,6 +87,16 @@ class ContentSource(CandidateSource):
         self.vectors = vectors  # kept beside the index: profiles read them (HNSW would rebuild them)
         self.index = VectorIndex(self.config.ann).build(vectors)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_encoder"] = None  # a language model is loaded again from its package, not pickled
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.config.encoder == "minilm" and getattr(self, "_snapshot", None) is not None:
+            self._encoder = _load_minilm()
+
     def _items_added(self, items: np.ndarray, frame: pd.DataFrame) -> None:
         def column(name: str) -> list[Any]:
             return frame[name].tolist() if name in frame else [None] * len(frame)

@@ -1,4 +1,4 @@
-"""Typer commands: import, evaluate, demo."""
+"""Typer commands: import, evaluate, demo, train, models."""
 
 from __future__ import annotations
 
@@ -188,3 +188,102 @@ def demo(
         _print_import(result.second_import)
         console.print("rows in store: " + ", ".join(f"{k} {v:,}" for k, v in result.counts.items()))
         console.print(result_table(result.evaluation))
+
+
+models_app = typer.Typer(help="List, inspect, promote and roll back trained models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+ModelsDirOption = Annotated[Path, typer.Option("--models-dir", help="Where model artifacts and the registry live.",
+                                               envvar="TASTEMAKER_MODELS")]  # fmt: skip
+
+
+@app.command()
+def train(
+    db: DbOption = DEFAULT_URL,
+    models_dir: ModelsDirOption = Path("models"),
+    promote: Annotated[bool, typer.Option(help="Serve the new model at once.")] = False,
+    now: Annotated[str | None, typer.Option(help="Train as of this instant (ISO 8601); default: the clock.")] = None,
+    seed: int = 42,
+) -> None:
+    """Train the engine (sources + ranker) on the store and write a versioned model artifact."""
+    from tastemaker.clock import FixedClock, SystemClock
+    from tastemaker.models import train as run
+    from tastemaker.store import open_store
+
+    with _errors():
+        clock = FixedClock(now) if now else SystemClock()
+        with open_store(db, clock=clock) as store:
+            artifact = run(store, models_dir, seed=seed, promote=promote)
+        manifest = artifact.manifest
+        sets = manifest["training_set"]
+        console.print(f"[bold]model {artifact.version}[/] written to {artifact.path}"
+                      + (" and promoted" if promote else ""))  # fmt: skip
+        console.print(f"ranker trained on {sets['train']['queries']:,} users / {sets['train']['rows']:,} candidates; "
+                      f"validation nDCG {manifest['offline_metrics']['validation_ndcg']}")  # fmt: skip
+
+
+@models_app.command("list")
+def models_list(models_dir: ModelsDirOption = Path("models")) -> None:
+    """Every model artifact, oldest first; the served one is marked."""
+    from rich.table import Table
+
+    from tastemaker.models import Registry
+
+    with _errors():
+        registry = Registry(models_dir)
+        current = registry.current
+        table = Table("", "version", "created", "users", "items", "validation nDCG")
+        for artifact in registry.versions():
+            m = artifact.manifest
+            window = m["training_window"]
+            ndcg = m["offline_metrics"]["validation_ndcg"]
+            shown = "—" if ndcg is None else f"{ndcg:.4f}"
+            mark = "*" if artifact.version == current else ""
+            users, items = f"{window['users']:,}", f"{window['items']:,}"
+            table.add_row(mark, artifact.version, m["created_at"], users, items, shown)
+        console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    version: Annotated[str, typer.Argument(help="A model version (see `models list`).")],
+    models_dir: ModelsDirOption = Path("models"),
+) -> None:
+    """A model's manifest and its ranker's feature importances."""
+    from rich.table import Table
+
+    from tastemaker.models import Registry
+
+    with _errors():
+        m = Registry(models_dir).get(version).manifest
+        console.print(f"[bold]{m['version']}[/] · created {m['created_at']} · config {m['config_hash']} · "
+                      f"schema v{m['schema_version']} · sources {', '.join(m['sources'])}")  # fmt: skip
+        console.print(f"training window: {m['training_window']} · training set: {m['training_set']}")
+        descriptions = m["feature_schema"]["descriptions"]
+        table = Table("feature", "gain", "share", "meaning")
+        total = sum(m["feature_importance"].values()) or 1.0
+        for name, gain in m["feature_importance"].items():
+            table.add_row(name, f"{gain:,.1f}", f"{gain / total:.1%}", descriptions.get(name, ""))
+        console.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str, typer.Argument(help="The model version to serve.")],
+    models_dir: ModelsDirOption = Path("models"),
+) -> None:
+    """Serve VERSION from now on."""
+    from tastemaker.models import Registry
+
+    with _errors():
+        Registry(models_dir).promote(version)
+        console.print(f"serving {version}")
+
+
+@models_app.command("rollback")
+def models_rollback(models_dir: ModelsDirOption = Path("models")) -> None:
+    """Serve the model promoted before the current one."""
+    from tastemaker.models import Registry
+
+    with _errors():
+        artifact = Registry(models_dir).rollback()
+        console.print(f"serving {artifact.version}")

@@ -72,6 +72,14 @@ class LightGBMRanker:
             )
         return self.booster.predict(x, num_threads=1)
 
+    def validation_score(self) -> float | None:
+        """The best validation nDCG@eval_at reached during training (None without validation queries)."""
+        if self.booster is None:
+            raise NotFittedError(type(self).__name__)
+        scores = self.booster.best_score.get("valid_0", {})
+        value = scores.get(f"ndcg@{self.config.eval_at}")
+        return None if value is None else float(value)
+
     def importances(self) -> dict[str, float]:
         """Total gain per feature, largest first."""
         if self.booster is None or self.schema is None:
