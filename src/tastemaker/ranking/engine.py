@@ -9,6 +9,7 @@ user's best score from that source, ranks), so the refit sources speak the langu
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,7 +23,7 @@ from tastemaker.ranking.features import Context, FeatureBuilder, FeatureConfig, 
 from tastemaker.ranking.ltr import LightGBMRanker, RankerConfig
 from tastemaker.ranking.training import LabelConfig, RankingData, SplitConfig, training_data
 
-__all__ = ["Engine", "EngineConfig"]
+__all__ = ["Engine", "EngineConfig", "Recommendations"]
 
 
 class EngineConfig(ConfigModel):
@@ -81,6 +82,47 @@ class Engine(CandidateSource):
             scores[valid] = self.ranker.predict(x[valid], self.schema)
         return found, scores
 
+    def recommend(
+        self,
+        users: np.ndarray,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        contexts: Sequence[Context] | None = None,
+    ) -> Recommendations:
+        """The top ``k`` of each user's ranked candidates, each with its strongest source and a reason."""
+        users = np.asarray(users, dtype=np.int64)
+        found, scores = self.rank(users, exclude=exclude, contexts=contexts)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        items = np.take_along_axis(found.items, order, axis=1)
+        best = np.take_along_axis(scores, order, axis=1)
+        items = np.where(np.isfinite(best), items, -1)
+        primary = np.take_along_axis(found.primary, order, axis=1)
+        seeds = self.generator.because(users, items)  # the history item that most explains each one
+        sources = [[found.sources[p] if i >= 0 else "" for p, i in zip(row_p, row_i, strict=True)]
+                   for row_p, row_i in zip(primary, items, strict=True)]  # fmt: skip
+        reasons = [
+            [self._reason(s, i, seed) if i >= 0 else "" for s, i, seed in zip(srcs, row, seed_row, strict=True)]
+            for srcs, row, seed_row in zip(sources, items, seeds, strict=True)
+        ]
+        return Recommendations(items, np.where(items >= 0, best, -np.inf), sources, reasons)
+
+    def _reason(self, source: str, item: int, seed: int) -> str:
+        snap = self.snapshot
+        if source in _TEMPLATES:
+            category = self._category(item)
+            return _TEMPLATES[source].format(category=category) if category else _WITHOUT_CATEGORY[source]
+        if seed >= 0:
+            title = str(snap.item_title[seed]) if seed < snap.n_items and snap.item_title[seed] else self.item_ids[seed]
+            return f"similar to {title}" if source == "content" else f"because you liked {title}"
+        return "picked for you"
+
+    def _category(self, item: int) -> str | None:
+        cats = self.snapshot.item_categories
+        if item >= cats.shape[0] or cats.indptr[item] == cats.indptr[item + 1]:
+            return None
+        return str(self.snapshot.categories[cats.indices[cats.indptr[item]]])
+
     def _latest(self, users: np.ndarray) -> np.ndarray:
         """Just after each user's latest interaction (the snapshot's end for users without one). Training
         puts "now" where a user's held-out interactions begin, right after their last known one; an offline
@@ -101,6 +143,25 @@ class Engine(CandidateSource):
             ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
             best = np.pad(best, ((0, 0), (0, pad)), constant_values=-np.inf)
         return ids, best
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """Ranked lists for a batch of users: item indices (-1 padded), the ranker's scores, and per item the
+    source that proposed it most strongly and a reason a person can read."""
+
+    items: np.ndarray
+    scores: np.ndarray
+    sources: list[list[str]]
+    reasons: list[list[str]]
+
+
+_TEMPLATES = {
+    "popular": "popular in {category}",
+    "trending": "trending in {category} this week",
+    "fresh": "new in {category}",
+}
+_WITHOUT_CATEGORY = {"popular": "popular right now", "trending": "trending this week", "fresh": "new"}
 
 
 def _summary(data: RankingData) -> dict[str, int]:

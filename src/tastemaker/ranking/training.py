@@ -42,6 +42,8 @@ class SplitConfig(ConfigModel):
     label_fraction: float = Field(default=0.2, gt=0, lt=1)
     min_interactions: int = Field(default=5, ge=2)
     validation_users: float = Field(default=0.2, gt=0, lt=1)
+    #: at most this many users' queries (a seeded sample): bounds memory (each brings ~500 candidate rows)
+    max_users: int = Field(default=20_000, ge=10)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ def training_data(
     table = snapshot.interactions[held]
     grade = _grades(table, labels)
     users = np.unique(table["user_idx"].to_numpy())
+    if len(users) > split.max_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, split.max_users, replace=False))
     found = generator.generate(users, exclude=inner.matrix[users])
     contexts = [Context(now_us=int(cut[u])) for u in users]
     x = builder.compute(users, found, contexts)

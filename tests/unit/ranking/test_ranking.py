@@ -120,3 +120,25 @@ def test_the_engine_ranks_unseen_candidates_best_first_and_reproducibly(snap: Sn
     assert engine.training["train"]["queries"] > 50 and engine.training["validation"]["queries"] > 10
     again = Engine(config, seed=3).fit(snap).candidates(users, 10, exclude=snap.matrix[users])[0]
     assert np.array_equal(ids, again)
+
+
+def test_every_recommended_item_carries_its_source_and_a_readable_reason(snap: Snapshot) -> None:
+    engine = Engine(EngineConfig(merge=SMALL, ranker=RankerConfig(max_rounds=30)), seed=3).fit(snap)
+    users = np.arange(0, snap.n_users, 15)
+    got = engine.recommend(users, 12, exclude=snap.matrix[users])
+    assert got.items.shape == (len(users), 12) and (got.items >= 0).all()
+    assert (np.diff(got.scores, axis=1) <= 0).all()
+    shown = [(s, r) for srcs, why in zip(got.sources, got.reasons, strict=True) for s, r in zip(srcs, why, strict=True)]
+    assert all(s in engine.generator.sources for s, _ in shown)
+    liked = [r for s, r in shown if s in ("als", "ease", "item_knn")]
+    assert liked and all(r.startswith("because you liked ") or r == "picked for you" for r in liked)
+    assert sum(r.startswith("because you liked ") for r in liked) > 0.8 * len(liked)
+    for s, r in shown:
+        if s == "popular":
+            assert r.startswith("popular in ") or r == "popular right now"
+    # the named item is one the user interacted with
+    for row, user in enumerate(users):
+        history = {engine.snapshot.item_title[i] or engine.item_ids[i] for i in snap.matrix[user].indices}
+        for reason in got.reasons[row]:
+            if reason.startswith("because you liked "):
+                assert reason.removeprefix("because you liked ") in history
