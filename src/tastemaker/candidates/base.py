@@ -321,15 +321,16 @@ class CandidateSource(ABC):
         return self.item_ids.get_indexer(as_ids(item_ids))
 
     def user_items(self, users: np.ndarray) -> sp.csr_matrix:
-        """Interaction weights of ``users`` (snapshot plus folded-in history), ``n_items`` wide."""
-        return self.user_rows(users).csr()
+        """Interaction weights of ``users`` (snapshot plus folded-in history), ``n_items`` wide (a copy)."""
+        return self.user_rows(users).csr().copy()
 
     def user_last_us(self, users: np.ndarray) -> sp.csr_matrix:
         """Latest interaction time (µs) per (user, item), same pattern as :meth:`user_items`."""
-        return take_rows(self._user_last, np.atleast_1d(users)).csr()
+        return take_rows(self._user_last, np.atleast_1d(users)).csr().copy()
 
     def user_rows(self, users: np.ndarray) -> Rows:
-        """:meth:`user_items` as :class:`Rows` (the request path's form; indices sorted per row)."""
+        """:meth:`user_items` as :class:`Rows` (the request path's form; indices sorted per row). For one user
+        the arrays are views of the source's own: read them, never write to them."""
         return take_rows(self._user_items, np.atleast_1d(users))
 
     def user_last_rows(self, users: np.ndarray) -> Rows:
@@ -431,7 +432,7 @@ def sparse_top_n(
     rows, cols, values = scores.row_ids(), np.asarray(scores.indices, np.int64), np.asarray(scores.data, np.float32)
     keep = np.isfinite(values)
     if exclude is not None and exclude.nnz:
-        banned = as_rows(exclude).nonzero()
+        banned = as_rows(exclude).nonzero().narrow(scores.shape[1])  # wider columns would alias other rows' keys
         keep &= ~member(_keys(rows, cols, scores.shape[1]), _keys(banned.row_ids(), banned.indices, scores.shape[1]))
     rows, cols, values = rows[keep], cols[keep], values[keep]
     order = np.lexsort((cols, -values, rows))

@@ -145,12 +145,22 @@ class Snapshot:
         """Column indices of ``item_ids``; -1 for items the snapshot does not know."""
         return self.item_ids.get_indexer(as_ids(item_ids))
 
-    def restricted(self, keep: np.ndarray, *, cutoff_us: int | None = None) -> Snapshot:
+    def restricted(
+        self, keep: np.ndarray, *, cutoff_us: int | None = None, user_cut_us: np.ndarray | None = None
+    ) -> Snapshot:
         """The same users, items and metadata with only the interactions where ``keep`` holds: an inner
         training split with unchanged indices. Creation times that were inferred from a first interaction
-        are inferred again from what is kept, so an item first seen later does not look new."""
+        are inferred again from what is kept, so an item first seen later does not look new.
+
+        ``user_cut_us`` (one instant per user) caps what a kept pair says about time: a pair the user came
+        back to at or after their cut keeps only its first time. Its weight still sums every event of the
+        pair (a pair does not remember when each event came): build from events when repeats matter."""
         keep = np.asarray(keep, dtype=bool)
         table = self.interactions[keep].reset_index(drop=True)
+        if user_cut_us is not None:
+            cut = np.asarray(user_cut_us, dtype=np.int64)[table["user_idx"].to_numpy()]
+            late = table["last_timestamp_us"].to_numpy(np.int64) >= cut
+            table.loc[late, "last_timestamp_us"] = table.loc[late, "timestamp_us"]
         matrix = sp.csr_matrix(
             (table["weight"].to_numpy(np.float32), (table["user_idx"], table["item_idx"])), shape=self.matrix.shape
         )

@@ -12,6 +12,8 @@ An **artifact** is a folder ``ROOT/VERSION/`` written once and never changed:
 The **registry** is ``ROOT/registry.json``: the version being served and the promotion history. It is
 replaced atomically (write to a temporary file, then ``os.replace``), so a reader sees the old file or the
 new one, never half of one. ``rollback`` goes back to the version promoted before the current one.
+Promotions are meant to come from one operator at a time: two promotions racing each other may lose one
+history entry (there is no lock yet).
 """
 
 from __future__ import annotations
@@ -153,8 +155,10 @@ class Registry:
         """Every complete artifact under ``root``, oldest first."""
         found = []
         for path in sorted(self.root.glob("*/manifest.json")):
-            if not path.parent.name.startswith("."):
+            try:
                 found.append(Artifact(path.parent.name, path.parent, _manifest(path.parent)))
+            except ArtifactError:  # an unreadable manifest: that folder is not offered, the others still are
+                continue
         return found
 
     @property
@@ -172,6 +176,8 @@ class Registry:
         """Serve ``version`` from now on (it must be a complete artifact)."""
         artifact = self.get(version)
         state = self._state()
+        if state["current"] == version:  # already served: a repeat must not make rollback a no-op
+            return artifact
         state["history"] = [*state["history"], version]
         state["current"] = version
         _write_json(self._file, state)

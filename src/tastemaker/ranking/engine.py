@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
@@ -19,6 +20,7 @@ from tastemaker.candidates.base import CandidateSource, History
 from tastemaker.candidates.merge import CandidateGenerator, Candidates, MergeConfig
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import Snapshot
+from tastemaker.errors import ConfigError
 from tastemaker.ranking.features import Context, FeatureBuilder, FeatureConfig, FeatureSchema
 from tastemaker.ranking.ltr import LightGBMRanker, RankerConfig
 from tastemaker.ranking.training import LabelConfig, RankingData, SplitConfig, training_data
@@ -44,15 +46,24 @@ class Engine(CandidateSource):
 
     def _fit(self, snapshot: Snapshot) -> None:
         cfg = self.config
+        # the serving sources first: a source the whole snapshot is too big for (EASE) must not be in the
+        # ranker's training either, or the served features would not be the ones it learned
+        self.generator = self._new_generator().fit(snapshot)
+        served = {name: cfg.merge.quotas[name] for name in self.generator.sources}
+        merge = cfg.merge.model_copy(update={"quotas": served})
         builder = FeatureBuilder(cfg.features)
         train, valid, _ = training_data(
-            snapshot, self._new_generator, builder, split=cfg.split, labels=cfg.labels, seed=self.seed
-        )
+            snapshot, lambda: CandidateGenerator(merge, seed=self.seed), builder, split=cfg.split,
+            labels=cfg.labels, seed=self.seed,
+        )  # fmt: skip
         schema = builder.schema()
         self.ranker = LightGBMRanker(cfg.ranker, seed=self.seed).fit(train, valid, schema)
         self.training = {"train": _summary(train), "validation": _summary(valid)}
-        self.generator = self._new_generator().fit(snapshot)
         self.features = FeatureBuilder(cfg.features).fit(self.generator, snapshot, devices=schema.devices)
+        if self.features.schema().names != schema.names:
+            raise ConfigError(
+                f"the served features {self.features.schema().names} differ from the trained ones {schema.names}"
+            )
         self._now = snapshot.end_us
 
     def _new_generator(self) -> CandidateGenerator:
@@ -67,12 +78,19 @@ class Engine(CandidateSource):
         self.generator.fold_in(history)
         return self
 
+    def add_items(self, items: pd.DataFrame) -> np.ndarray:
+        got = super().add_items(items)
+        self.generator.add_items(items)
+        return got
+
     def rank(
         self, users: np.ndarray, *, exclude: sp.csr_matrix | None = None, contexts: Sequence[Context] | None = None
     ) -> tuple[Candidates, np.ndarray]:
         """The generator's candidates for ``users`` and the ranker's score of each (-inf for padding)."""
         users = np.asarray(users, dtype=np.int64)
         found = self.generator.generate(users, exclude=exclude)
+        if not len(users):
+            return found, np.zeros(found.items.shape)
         if contexts is None:  # no request time given (offline evaluation): the user's own latest moment
             contexts = [Context(now_us=int(t)) for t in self._latest(users)]
         x = self.features.compute(users, found, contexts)

@@ -121,10 +121,11 @@ class FeatureBuilder:
             ("item_trend", "(7-day users + 1) / (30-day users scaled to 7 days + 1): above 1 is rising"),
             ("item_age_days", "days from the item's creation (or first interaction) to the snapshot's end"),
             ("item_available", "1 if the item is available"),
-            ("user_activity_7d", "the user's interactions in the 7 days before now"),
-            ("user_activity_30d", "the user's interactions in the 30 days before now"),
-            ("user_history", "log(1 + the user's interactions)"),
-            ("user_tenure_days", "days since the user's first interaction"),
+            ("user_activity_7d", "items the user last interacted with in the 7 days before now"),
+            ("user_activity_30d", "items the user last interacted with in the 30 days before now"),
+            ("user_history", "log(1 + the number of items the user interacted with)"),
+            ("user_tenure_days", "days since the oldest latest-interaction among the user's items (a lower bound "
+                                 "on the days since their first interaction)"),
             ("user_days_since_last", "days since the user's latest interaction (time since the last session)"),
             ("category_affinity", "the user's share of interactions in the item's categories"),
             ("category_recency_days", "days since the user last interacted with an item of the item's categories"),
@@ -170,7 +171,7 @@ class FeatureBuilder:
             relative = np.where(proposed & (best > 0), scores / best, np.nan)
         rank = np.where(proposed, ranks, np.nan)
         stacked = np.stack([rank, relative, proposed.astype(np.float32)], axis=3)  # users, items, sources, 3
-        return stacked.reshape(ranks.shape[0], ranks.shape[1], -1)
+        return stacked.reshape(ranks.shape[0], ranks.shape[1], 3 * ranks.shape[2])
 
     def _gather(self, values: np.ndarray, items: np.ndarray) -> np.ndarray:
         inside = items < len(values)  # items added after the snapshot have no statistics yet

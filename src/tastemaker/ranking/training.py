@@ -1,4 +1,4 @@
-"""The ranker's training set, cut in time so that nothing a feature reads comes after the labels' start.
+"""The ranker's training set: per user, labels after a cut and features from before it.
 
 Each user's newest ``label_fraction`` of interactions (users with at least ``min_interactions``) are held
 out; the sources and features are fitted on the rest (``Snapshot.restricted``: same indices), the user's
@@ -6,6 +6,14 @@ out; the sources and features are fitted on the rest (``Snapshot.restricted``: s
 :class:`LabelConfig`. This mirrors how the engine is used — sources fitted on the past, asked about what
 comes next — and gives every user with enough history a query group. A share of the users (chosen by a
 seeded permutation) is kept apart for early stopping.
+
+What this cut does and does not hide: nothing the user did at or after their own cut reaches a feature
+(held-out pairs are dropped; a kept pair the user came back to keeps only its first time — its weight
+still counts the later events, a limit of pair-level data). Other users' interactions are cut at the
+snapshot's end, not at this user's cut, exactly as in the outer ``temporal`` protocol; item popularity
+and the collaborative sources therefore know the crowd's behaviour after a user's cut. A single global
+cut (every user at the same t0) removes that too and is what production training should use; it is not
+built yet.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from pydantic import Field
 from tastemaker.candidates.merge import CandidateGenerator
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import Snapshot
+from tastemaker.errors import ConfigError
 from tastemaker.ranking.features import Context, FeatureBuilder
 
 __all__ = ["LabelConfig", "RankingData", "SplitConfig", "inner_split", "training_data"]
@@ -97,7 +106,7 @@ def training_data(
     """Training and validation data from an inner split of ``snapshot``; also the generator fitted on the
     inner side (its score scales are the ones the ranker learns)."""
     held, cut = inner_split(snapshot, split, seed)
-    inner = snapshot.restricted(~held)
+    inner = snapshot.restricted(~held, user_cut_us=cut)
     generator = make_generator().fit(inner)
     builder.fit(generator, inner)
     table = snapshot.interactions[held]
@@ -113,6 +122,11 @@ def training_data(
     slots = users[:, None].astype(np.int64) * snapshot.n_items + np.maximum(found.items, 0)
     y = np.where(found.items >= 0, key.reindex(slots.ravel()).fillna(0).to_numpy().reshape(slots.shape), 0)
     useful = (y > 0).any(axis=1)  # a query without a positive teaches a ranking nothing
+    if not useful.any():
+        raise ConfigError(
+            f"no training query: no user has {split.min_interactions}+ interactions with a held-out one among "
+            "their candidates; the ranker needs more data (or a lower split.min_interactions)"
+        )
     rng = np.random.default_rng(seed)
     validation = rng.random(len(users)) < split.validation_users
     return (

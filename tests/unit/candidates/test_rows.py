@@ -82,3 +82,10 @@ def test_local_columns_maps_into_the_pool() -> None:
     got = local_columns(matrix, position, 3)
     assert isinstance(got, Rows)
     assert got.csr().toarray().tolist() == [[1, 0, 3], [0, 5, 0]]
+
+
+def test_an_exclusion_wider_than_the_scores_never_hides_another_users_item() -> None:
+    scores = sp.csr_matrix(np.array([[5, 4, 3, 2, 1], [5, 4, 3, 2, 1]], np.float32))
+    exclude = sp.csr_matrix(([1.0], ([0], [6])), shape=(2, 8))  # user 0 excludes item 6, beyond the scores
+    ids, _ = sparse_top_n(scores, 5, exclude)
+    assert ids.tolist() == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]]

@@ -142,3 +142,29 @@ def test_every_recommended_item_carries_its_source_and_a_readable_reason(snap: S
         for reason in got.reasons[row]:
             if reason.startswith("because you liked "):
                 assert reason.removeprefix("because you liked ") in history
+
+
+def test_a_pair_repeated_after_the_users_cut_keeps_only_its_first_time(snap: Snapshot) -> None:
+    table = snap.interactions
+    user = int(table["user_idx"].iloc[0])
+    cut = np.full(snap.n_users, np.iinfo(np.int64).max)
+    cut[user] = int(table.loc[table["user_idx"] == user, "timestamp_us"].max())  # after the user's first times
+    late = table.copy()
+    rows = late.index[late["user_idx"] == user]
+    late.loc[rows, "last_timestamp_us"] = cut[user] + 10**9  # the user came back to every pair after the cut
+    inner = dataclasses.replace(snap, interactions=late).restricted(np.ones(len(late), bool), user_cut_us=cut)
+    kept = inner.interactions[inner.interactions["user_idx"] == user]
+    assert len(kept) and (kept["last_timestamp_us"] == kept["timestamp_us"]).all()
+    assert inner.user_last_active_us[user] <= cut[user]
+
+
+def test_the_engine_takes_new_items_and_empty_batches(snap: Snapshot) -> None:
+    import pandas as pd
+
+    engine = Engine(EngineConfig(merge=SMALL, ranker=RankerConfig(max_rounds=20)), seed=3).fit(snap)
+    (new,) = engine.add_items(pd.DataFrame({"item_id": ["brand-new"], "title": ["Brand new"]}))
+    assert new == snap.n_items and engine.generator.n_items == snap.n_items + 1
+    ids, _ = engine.candidates(np.arange(5), 10)
+    assert ((ids >= 0).sum(axis=1) == 10).all()
+    empty = engine.recommend(np.array([], dtype=np.int64), 10)
+    assert empty.items.shape == (0, 10) and empty.reasons == []

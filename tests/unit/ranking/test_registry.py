@@ -86,3 +86,16 @@ def test_a_tampered_or_foreign_artifact_is_refused(fitted: tuple[Engine, Snapsho
         load_engine(other.path)
     with pytest.raises(ArtifactError, match="not a model artifact"):
         load_engine(tmp_path / "missing")
+
+
+def test_promoting_the_served_version_again_changes_nothing(fitted: tuple[Engine, Snapshot], tmp_path: Path) -> None:
+    engine, _ = fitted
+    first = save_engine(engine, tmp_path, clock=FixedClock("2026-11-20T00:00:00Z"))
+    second = save_engine(engine, tmp_path, clock=FixedClock("2026-11-27T00:00:00Z"))
+    registry = Registry(tmp_path)
+    for version in (first.version, second.version, second.version):
+        registry.promote(version)
+    assert registry.rollback().version == first.version
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{not json")
+    assert [a.version for a in registry.versions()] == [first.version, second.version]
