@@ -170,6 +170,9 @@ class Snapshot:
         first_all = _first_seen(self.interactions, self.n_items)
         inferred = (first_all != UNKNOWN_TIME) & (self.item_created_at_us == first_all)
         created = np.where(inferred, _first_seen(table, self.n_items), self.item_created_at_us)
+        available = self.item_available
+        if cutoff_us is not None:  # an item the catalog says was created at or after the new end does not exist yet
+            available = available & ~(~inferred & (created >= cutoff_us))
         return dataclasses.replace(
             self,
             cutoff_us=self.cutoff_us if cutoff_us is None else cutoff_us,
@@ -177,6 +180,7 @@ class Snapshot:
             interactions=table,
             user_last_active_us=last,
             item_created_at_us=created.astype(np.int64),
+            item_available=available,
         )
 
     @classmethod

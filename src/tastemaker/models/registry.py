@@ -34,6 +34,7 @@ from tastemaker.data.snapshot import Snapshot
 from tastemaker.errors import ArtifactError, ConfigError, DataFormatError
 from tastemaker.ranking.engine import Engine, EngineConfig
 from tastemaker.ranking.features import SCHEMA_VERSION
+from tastemaker.ranking.training import SplitConfig
 from tastemaker.store.base import Store
 
 __all__ = ["Artifact", "Registry", "load_engine", "save_engine", "train"]
@@ -105,6 +106,7 @@ def train(
     snapshot = Snapshot.from_store(store, cutoff_us=clock.now_us())
     if snapshot.matrix.nnz == 0:
         raise ConfigError("the store has no events before now: nothing to train on")
+    config = config or EngineConfig(split=SplitConfig(kind="global"))  # a true point in time: one t0 for all
     engine = Engine(config, seed=seed).fit(snapshot)
     artifact = save_engine(engine, root, clock=clock)
     if promote:

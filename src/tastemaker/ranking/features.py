@@ -166,7 +166,7 @@ class FeatureBuilder:
     def _source_features(self, candidates: Candidates) -> np.ndarray:
         ranks, scores = candidates.ranks, candidates.scores
         proposed = ranks >= 0
-        best = np.nanmax(np.where(proposed, np.abs(scores), np.nan), axis=1, keepdims=True)
+        best = np.max(np.where(proposed, np.abs(scores), 0.0), axis=1, keepdims=True)  # 0: nothing proposed
         with np.errstate(invalid="ignore", divide="ignore"):
             relative = np.where(proposed & (best > 0), scores / best, np.nan)
         rank = np.where(proposed, ranks, np.nan)

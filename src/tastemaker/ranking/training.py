@@ -11,9 +11,9 @@ What this cut does and does not hide: nothing the user did at or after their own
 (held-out pairs are dropped; a kept pair the user came back to keeps only its first time — its weight
 still counts the later events, a limit of pair-level data). Other users' interactions are cut at the
 snapshot's end, not at this user's cut, exactly as in the outer ``temporal`` protocol; item popularity
-and the collaborative sources therefore know the crowd's behaviour after a user's cut. A single global
-cut (every user at the same t0) removes that too and is what production training should use; it is not
-built yet.
+and the collaborative sources therefore know the crowd's behaviour after a user's cut. ``kind="global"``
+(every user at the same t0, the inner snapshot ending at t0, items created after t0 unavailable) removes
+that too; ``tastemaker train`` uses it.
 """
 
 from __future__ import annotations
@@ -46,8 +46,12 @@ class LabelConfig(ConfigModel):
 class SplitConfig(ConfigModel):
     #: ``newest``: each user's newest interactions are the labels (what serving predicts: what comes next);
     #: ``random``: a seeded random share of each user's interactions (matches a missing-at-random offline
-    #: protocol such as ``recommenders``, where the held-out items are spread over the user's whole history)
-    kind: Literal["newest", "random"] = "newest"
+    #: protocol such as ``recommenders``, where the held-out items are spread over the user's whole history);
+    #: ``global``: one instant t0 for everyone (the ``label_fraction`` quantile of interaction starts from the
+    #: end): nothing anyone did at or after t0 reaches a feature — what production training uses
+    kind: Literal["newest", "random", "global"] = "newest"
+    #: ``global`` only: the cut itself (default: the quantile above, which depends on how much came after)
+    t0_us: int | None = None
     label_fraction: float = Field(default=0.2, gt=0, lt=1)
     min_interactions: int = Field(default=5, ge=2)
     validation_users: float = Field(default=0.2, gt=0, lt=1)
@@ -71,10 +75,16 @@ class RankingData:
 
 def inner_split(snapshot: Snapshot, config: SplitConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Which interactions are held out as labels, and each user's "now": the start of their held-out ones
-    (``newest``), just after their latest kept one (``random``), or the snapshot's end for users without."""
+    (``newest``), just after their latest kept one (``random``), t0 (``global``), or the snapshot's end for
+    users without."""
     table = snapshot.interactions
     users = table["user_idx"].to_numpy()
     when = table["timestamp_us"].to_numpy(np.int64)
+    if config.kind == "global":
+        t0 = config.t0_us
+        if t0 is None:
+            t0 = int(np.ceil(np.quantile(when, 1 - config.label_fraction))) if len(when) else snapshot.end_us
+        return when >= t0, np.full(snapshot.n_users, t0, np.int64)
     tiebreak = np.random.default_rng(seed).random(len(table))
     # per user, newest first (or in a seeded random order)
     order = np.lexsort((tiebreak, -when, users)) if config.kind == "newest" else np.lexsort((tiebreak, users))
@@ -106,7 +116,8 @@ def training_data(
     """Training and validation data from an inner split of ``snapshot``; also the generator fitted on the
     inner side (its score scales are the ones the ranker learns)."""
     held, cut = inner_split(snapshot, split, seed)
-    inner = snapshot.restricted(~held, user_cut_us=cut)
+    t0 = int(cut[0]) if split.kind == "global" and len(cut) else None  # the inner snapshot ends at t0
+    inner = snapshot.restricted(~held, cutoff_us=t0, user_cut_us=cut)
     generator = make_generator().fit(inner)
     builder.fit(generator, inner)
     table = snapshot.interactions[held]
