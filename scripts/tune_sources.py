@@ -24,7 +24,7 @@ from tastemaker.candidates.merge import SOURCES, CandidateGenerator
 from tastemaker.data import Dataset, load_dataset
 from tastemaker.data.splits import split
 from tastemaker.evaluation import evaluate
-from tastemaker.evaluation.models import MODELS
+from tastemaker.evaluation.models import INNER_SPLIT, MODELS
 
 
 def train_side(dataset: Dataset, protocol: str, seed: int) -> Dataset:
@@ -40,7 +40,7 @@ def train_side(dataset: Dataset, protocol: str, seed: int) -> Dataset:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("source", choices=sorted([*SOURCES, "candidates"]))
+    parser.add_argument("source", choices=sorted([*SOURCES, "candidates", "engine"]))
     parser.add_argument("--data", default="movielens:../shared/data/ml-latest-small")
     parser.add_argument("--protocol", action="append", default=None)
     parser.add_argument("--grid", action="append", default=[], help="FIELD=V1,V2,... (repeatable)")
@@ -56,22 +56,35 @@ def main() -> None:
     points = [dict(zip(fields, combo, strict=True)) for combo in itertools.product(*fields.values())] or [{}]
     metric = args.metric or f"ndcg@{args.k}"
     depth = [int(metric.split("@")[1])] if metric.startswith("recall@") else []
-    base = CandidateGenerator(seed=42) if args.source == "candidates" else SOURCES[args.source](42)
+    if args.source == "engine":
+        from tastemaker.ranking import Engine
+
+        base: object = Engine(seed=42)
+    else:
+        base = CandidateGenerator(seed=42) if args.source == "candidates" else SOURCES[args.source](42)
     config_type = type(base.config)
-    for i, point in enumerate(points):
-        values = base.config.model_dump()
-        for key, value in point.items():  # "quotas.als" sets values["quotas"]["als"]
-            *path, last = key.split(".")
-            target = values
-            for part in path:
-                target = target[part]
-            target[last] = value
-        config = config_type.from_dict(values)
-        MODELS[f"grid{i}"] = lambda seed, c=config: type(base)(c) if not _takes_seed(base) else type(base)(c, seed=seed)
+
+    def register(protocol: str) -> None:
+        for i, point in enumerate(points):
+            values = base.config.model_dump()
+            if args.source == "engine":  # the engine as the harness builds it (models._engine)
+                values["split"]["kind"] = INNER_SPLIT[protocol]
+                values["labels"]["high_rating"] = None
+            for key, value in point.items():  # "quotas.als" sets values["quotas"]["als"]
+                *path, last = key.split(".")
+                target = values
+                for part in path:
+                    target = target[part]
+                target[last] = value
+            config = config_type.from_dict(values)
+            MODELS[f"grid{i}"] = lambda seed, c=config: (
+                type(base)(c) if not _takes_seed(base) else type(base)(c, seed=seed)
+            )
 
     dataset = load_dataset(args.data)
     table = {}
     for protocol in protocols:
+        register(protocol)
         inner = train_side(dataset, protocol, 42)
         result = evaluate(inner, protocol, [f"grid{i}" for i in range(len(points))], k=args.k, recall_at=depth)
         table[protocol] = [result["models"][f"grid{i}"][metric] for i in range(len(points))]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from tastemaker.data.snapshot import Snapshot
 from tastemaker.errors import ConfigError
 from tastemaker.ranking.features import Context, FeatureBuilder, FeatureConfig, FeatureSchema
 from tastemaker.ranking.ltr import LightGBMRanker, RankerConfig
-from tastemaker.ranking.training import LabelConfig, RankingData, SplitConfig, training_data
+from tastemaker.ranking.training import LabelConfig, RankingData, SplitConfig, inner_split, training_data
 
 __all__ = ["Engine", "EngineConfig", "Recommendations"]
 
@@ -34,6 +35,13 @@ class EngineConfig(ConfigModel):
     ranker: RankerConfig = Field(default_factory=RankerConfig)
     labels: LabelConfig = Field(default_factory=LabelConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
+    #: ``refit``: serve sources refitted on the whole snapshot (they know the most; their score scales may
+    #: differ from the ones the ranker learned on); ``fold-in``: serve the very sources the ranker trained
+    #: with, the held-out interactions folded in (same scales; the item side misses the held-out share)
+    serve: Literal["refit", "fold-in"] = "refit"
+    #: "now" when a request gives no context (offline evaluation): just after the user's latest interaction,
+    #: or the snapshot's end for everyone
+    offline_now: Literal["user-latest", "snapshot-end"] = "user-latest"
 
 
 class Engine(CandidateSource):
@@ -52,10 +60,13 @@ class Engine(CandidateSource):
         served = {name: cfg.merge.quotas[name] for name in self.generator.sources}
         merge = cfg.merge.model_copy(update={"quotas": served})
         builder = FeatureBuilder(cfg.features)
-        train, valid, _ = training_data(
+        train, valid, inner = training_data(
             snapshot, lambda: CandidateGenerator(merge, seed=self.seed), builder, split=cfg.split,
             labels=cfg.labels, seed=self.seed,
         )  # fmt: skip
+        if cfg.serve == "fold-in":
+            held, _ = inner_split(snapshot, cfg.split, self.seed)
+            self.generator = inner.fold_in(_history(snapshot, held))
         schema = builder.schema()
         self.ranker = LightGBMRanker(cfg.ranker, seed=self.seed).fit(train, valid, schema)
         self.training = {"train": _summary(train), "validation": _summary(valid)}
@@ -91,8 +102,11 @@ class Engine(CandidateSource):
         found = self.generator.generate(users, exclude=exclude)
         if not len(users):
             return found, np.zeros(found.items.shape)
-        if contexts is None:  # no request time given (offline evaluation): the user's own latest moment
-            contexts = [Context(now_us=int(t)) for t in self._latest(users)]
+        if contexts is None:  # no request time given (offline evaluation)
+            if self.config.offline_now == "snapshot-end":
+                contexts = [Context(now_us=self._now)] * len(users)
+            else:
+                contexts = [Context(now_us=int(t)) for t in self._latest(users)]
         x = self.features.compute(users, found, contexts)
         valid = found.items >= 0
         scores = np.full(found.items.shape, -np.inf)
@@ -180,6 +194,19 @@ _TEMPLATES = {
     "fresh": "new in {category}",
 }
 _WITHOUT_CATEGORY = {"popular": "popular right now", "trending": "trending this week", "fresh": "new"}
+
+
+def _history(snapshot: Snapshot, rows: np.ndarray) -> History:
+    """The interactions where ``rows`` holds, as a :class:`History` over the snapshot's items."""
+    table = snapshot.interactions[rows]
+    users = np.unique(table["user_idx"].to_numpy())
+    row = np.searchsorted(users, table["user_idx"].to_numpy())
+    col = table["item_idx"].to_numpy()
+    shape = (len(users), snapshot.n_items)
+    weight = sp.csr_matrix((table["weight"].to_numpy(np.float32), (row, col)), shape=shape)
+    last = sp.csr_matrix((table["last_timestamp_us"].to_numpy(np.float64), (row, col)), shape=shape)
+    attributes = tuple(snapshot.user_attributes[u] if snapshot.user_attributes else {} for u in users)
+    return History(pd.Index(snapshot.user_ids[users], dtype=object), snapshot.item_ids, weight, last, attributes)
 
 
 def _summary(data: RankingData) -> dict[str, int]:

@@ -203,3 +203,15 @@ def test_with_one_global_cut_nothing_anyone_did_after_t0_reaches_a_feature(small
     for user in common:
         np.testing.assert_array_equal(a.x[rows_a == user], b.x[rows_b == user])
     assert not all(np.array_equal(a.y[rows_a == u], b.y[rows_b == u]) for u in common)
+
+
+def test_serving_by_fold_in_keeps_the_training_sources_and_every_interaction(snap: Snapshot) -> None:
+    config = EngineConfig(merge=SMALL, ranker=RankerConfig(max_rounds=20), serve="fold-in")
+    engine = Engine(config, seed=3).fit(snap)
+    users = np.arange(0, snap.n_users, 9)
+    # the served sources were fitted on the inner side, and the held-out interactions were folded back in
+    assert engine.generator.snapshot.matrix.nnz < snap.matrix.nnz
+    folded = engine.generator.user_items(users)
+    assert np.array_equal((folded != 0).toarray(), (snap.matrix[users] != 0).toarray())
+    ids, _ = engine.candidates(users, 10, exclude=snap.matrix[users])
+    assert ((ids >= 0).sum(axis=1) == 10).all()
