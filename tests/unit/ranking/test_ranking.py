@@ -74,7 +74,7 @@ def test_features_are_one_array_over_every_candidate(snap: Snapshot) -> None:
 def test_no_feature_reads_an_interaction_at_or_after_the_users_cut(snap: Snapshot) -> None:
     """Change every held-out interaction's item: the features of the training set stay the same to the bit,
     the labels do not."""
-    split = SplitConfig()
+    split = SplitConfig(negatives=None)  # every candidate: which negatives are sampled follows the labels
     held, cut = inner_split(snap, split, seed=5)
     table = snap.interactions
     assert held.any() and (table["timestamp_us"].to_numpy()[held] >= cut[table["user_idx"].to_numpy()[held]]).all()
@@ -190,7 +190,7 @@ def test_with_one_global_cut_nothing_anyone_did_after_t0_reaches_a_feature(small
     landing = np.array([(u, i) not in early for u, i in zip(users, fresh, strict=True)])
     rewritten.loc[np.flatnonzero(movable)[landing], "item_id"] = fresh[landing]
     assert landing.sum() > 100
-    split = SplitConfig(kind="global", t0_us=t0)
+    split = SplitConfig(kind="global", t0_us=t0, negatives=None)  # every candidate, as above
     runs = []
     for frame in (events, rewritten):
         snap = Snapshot.from_frames(frame, small_world.items, small_world.users)
@@ -215,3 +215,15 @@ def test_serving_by_fold_in_keeps_the_training_sources_and_every_interaction(sna
     assert np.array_equal((folded != 0).toarray(), (snap.matrix[users] != 0).toarray())
     ids, _ = engine.candidates(users, 10, exclude=snap.matrix[users])
     assert ((ids >= 0).sum(axis=1) == 10).all()
+
+
+def test_training_queries_keep_every_positive_and_a_bounded_sample_of_negatives(snap: Snapshot) -> None:
+    split = SplitConfig(negatives=5)
+    train, valid, _ = training_data(snap, make_generator, FeatureBuilder(), split=split, labels=LabelConfig(), seed=2)
+    full, _, _ = training_data(
+        snap, make_generator, FeatureBuilder(), split=SplitConfig(negatives=None), labels=LabelConfig(), seed=2
+    )
+    assert train.positives == full.positives
+    negatives = np.add.reduceat((train.y == 0).astype(int), np.r_[0, np.cumsum(train.groups)[:-1]])
+    assert (negatives <= 5).all() and len(train.y) < len(full.y)
+    assert (valid.groups == 100).all()  # validation queries rank every candidate
