@@ -36,7 +36,7 @@ from tastemaker.errors import DataFormatError, NotFittedError
 
 __all__ = [
     "CandidateSource", "History", "Rows", "as_rows", "csr_from_sorted", "local_columns", "member", "pad_results",
-    "sparse_top_n", "take_rows", "top_n",
+    "row_pointers", "sparse_top_n", "take_rows", "top_n",
 ]  # fmt: skip
 
 
@@ -70,21 +70,16 @@ class Rows:
         """Only the columns below ``width`` (the matrix is as wide as ``width`` after)."""
         if self.shape[1] <= width:
             return self
-        inside = self.indices < width
-        counts = np.bincount(self.row_ids()[inside], minlength=self.shape[0])
-        indptr = np.zeros(self.shape[0] + 1, np.int64)
-        np.cumsum(counts, out=indptr[1:])
-        return Rows(indptr, self.indices[inside], self.data[inside], (self.shape[0], width))
+        return self.select(self.indices < width, (self.shape[0], width))
 
     def nonzero(self) -> Rows:
         """Without stored zeros."""
-        if self.data.all():
-            return self
-        keep = self.data != 0
+        return self if self.data.all() else self.select(self.data != 0)
+
+    def select(self, keep: np.ndarray, shape: tuple[int, int] | None = None) -> Rows:
+        """Only the stored entries where ``keep`` holds (rows stay where they are)."""
         counts = np.bincount(self.row_ids()[keep], minlength=self.shape[0])
-        indptr = np.zeros(self.shape[0] + 1, np.int64)
-        np.cumsum(counts, out=indptr[1:])
-        return Rows(indptr, self.indices[keep], self.data[keep], self.shape)
+        return Rows(row_pointers(counts), self.indices[keep], self.data[keep], shape or self.shape)
 
     def lookup(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """The stored value at each (``rows[j]``, ``cols[j]``), 0 where nothing is stored. Needs each row's
@@ -111,8 +106,7 @@ def take_rows(matrix: sp.csr_matrix | Rows, rows: np.ndarray) -> Rows:
     rows = np.asarray(rows, dtype=np.int64)
     start, end = matrix.indptr[rows], matrix.indptr[rows + 1]
     lengths = end - start
-    indptr = np.zeros(len(rows) + 1, np.int64)
-    np.cumsum(lengths, out=indptr[1:])
+    indptr = row_pointers(lengths)
     if len(rows) == 1:
         at: slice | np.ndarray = slice(int(start[0]), int(end[0]))
     else:
@@ -132,9 +126,15 @@ def member(values: np.ndarray, listed: np.ndarray) -> np.ndarray:
 
 def csr_from_sorted(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
     """A CSR matrix from entries already grouped by row (ascending), without scipy's COO conversion."""
-    indptr = np.zeros(shape[0] + 1, np.int64)
-    np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+    indptr = row_pointers(np.bincount(rows, minlength=shape[0]))
     return sp.csr_matrix((data, np.asarray(cols, np.int32), indptr), shape=shape)
+
+
+def row_pointers(counts: np.ndarray) -> np.ndarray:
+    """A CSR ``indptr`` from the number of entries in each row."""
+    indptr = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return indptr
 
 
 def _keys(rows: np.ndarray, cols: np.ndarray, width: int) -> np.ndarray:
@@ -455,9 +455,7 @@ def local_columns(matrix: sp.csr_matrix | Rows, position: np.ndarray, width: int
     local = position[np.minimum(matrix.indices, len(position) - 1)] if len(position) else matrix.indices
     inside = (matrix.indices < len(position)) & (local >= 0)
     counts = np.bincount(matrix.row_ids()[inside], minlength=matrix.shape[0])
-    indptr = np.zeros(matrix.shape[0] + 1, np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    return Rows(indptr, local[inside], matrix.data[inside], (matrix.shape[0], width))
+    return Rows(row_pointers(counts), local[inside], matrix.data[inside], (matrix.shape[0], width))
 
 
 def as_rows(matrix: sp.csr_matrix | Rows) -> Rows:

@@ -25,7 +25,7 @@ from implicit.utils import ParameterWarning
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
-from tastemaker.candidates.base import CandidateSource, Rows, sparse_top_n, take_rows
+from tastemaker.candidates.base import CandidateSource, Rows, row_pointers, sparse_top_n, take_rows
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import Snapshot
 from tastemaker.errors import DataFormatError
@@ -100,9 +100,7 @@ class ItemKNN(CandidateSource):
         starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
         summed = np.add.reduceat(values, starts) if len(keys) else np.zeros(0)
         rows, cols = np.divmod(keys[starts], width)
-        counts = np.bincount(rows, minlength=recent.shape[0])
-        indptr = np.zeros(recent.shape[0] + 1, np.int64)
-        np.cumsum(counts, out=indptr[1:])
+        indptr = row_pointers(np.bincount(rows, minlength=recent.shape[0]))
         return Rows(indptr, cols, summed.astype(np.float32), (recent.shape[0], width))
 
     def recent_weights(self, users: np.ndarray) -> sp.csr_matrix:
@@ -124,9 +122,7 @@ class ItemKNN(CandidateSource):
         if self.config.half_life_days is not None:
             age_days = (when[first[row]] - when) / _DAY_US
             weight = weight * 0.5 ** (age_days / self.config.half_life_days)
-        counts = np.bincount(row[keep], minlength=len(users))
-        indptr = np.zeros(len(users) + 1, np.int64)
-        np.cumsum(counts, out=indptr[1:])
+        indptr = row_pointers(np.bincount(row[keep], minlength=len(users)))
         return Rows(indptr, col[keep], weight[keep].astype(np.float32), (len(users), width))
 
     def because(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:

@@ -71,10 +71,10 @@ class Engine(CandidateSource):
         self.ranker = LightGBMRanker(cfg.ranker, seed=self.seed).fit(train, valid, schema)
         self.training = {"train": _summary(train), "validation": _summary(valid)}
         self.features = FeatureBuilder(cfg.features).fit(self.generator, snapshot, devices=schema.devices)
-        if self.features.schema().names != schema.names:
-            raise ConfigError(
-                f"the served features {self.features.schema().names} differ from the trained ones {schema.names}"
-            )
+        served_names = self.features.names
+        if served_names != schema.names:
+            raise ConfigError(f"the served features {served_names} differ from the trained ones {schema.names}")
+        self._schema = schema  # the ranker's own object: requests pass its check without comparing names
         self._now = snapshot.end_us
 
     def _new_generator(self) -> CandidateGenerator:
@@ -82,7 +82,9 @@ class Engine(CandidateSource):
 
     @property
     def schema(self) -> FeatureSchema:
-        return self.features.schema()
+        """The served features' schema (the ranker checks every request's features against it)."""
+        _ = self.snapshot
+        return self._schema
 
     def fold_in(self, history: History) -> Engine:
         super().fold_in(history)

@@ -65,7 +65,7 @@ class LightGBMRanker:
         """Scores of feature rows ``x`` (``rows × features`` in ``schema``'s order)."""
         if self.booster is None or self.schema is None:
             raise NotFittedError(type(self).__name__)
-        if schema.version != self.schema.version or schema.names != self.schema.names:
+        if schema is not self.schema and (schema.version != self.schema.version or schema.names != self.schema.names):
             raise SchemaMismatchError(
                 f"features follow schema v{schema.version} with {len(schema.names)} columns; the ranker was trained "
                 f"on v{self.schema.version} with {len(self.schema.names)}: retrain, or serve the matching model"
