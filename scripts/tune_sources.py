@@ -47,6 +47,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--metric", default=None, help="what to maximise (default ndcg@K), e.g. recall@500")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--seeds", type=int, default=1,
+        help="fit each point with this many model seeds (42, 43, ...) and average: steadier for noisy models",
+    )  # fmt: skip
     args = parser.parse_args()
     protocols = args.protocol or ["recommenders", "temporal"]
     fields = {}
@@ -77,17 +81,22 @@ def main() -> None:
                     target = target[part]
                 target[last] = value
             config = config_type.from_dict(values)
-            MODELS[f"grid{i}"] = lambda seed, c=config: (
-                type(base)(c) if not _takes_seed(base) else type(base)(c, seed=seed)
-            )
+            for j in range(args.seeds):
+                MODELS[f"grid{i}s{j}"] = lambda seed, c=config, j=j: (
+                    type(base)(c) if not _takes_seed(base) else type(base)(c, seed=seed + j)
+                )
 
     dataset = load_dataset(args.data)
     table = {}
     for protocol in protocols:
         register(protocol)
         inner = train_side(dataset, protocol, 42)
-        result = evaluate(inner, protocol, [f"grid{i}" for i in range(len(points))], k=args.k, recall_at=depth)
-        table[protocol] = [result["models"][f"grid{i}"][metric] for i in range(len(points))]
+        names = [f"grid{i}s{j}" for i in range(len(points)) for j in range(args.seeds)]
+        result = evaluate(inner, protocol, names, k=args.k, recall_at=depth)
+        table[protocol] = [
+            float(np.mean([result["models"][f"grid{i}s{j}"][metric] for j in range(args.seeds)]))
+            for i in range(len(points))
+        ]
         print(f"{protocol}: validation users {result['n_users_evaluated']}")
     relative = np.mean([np.array(v) / max(v) for v in table.values()], axis=0)
     rows = sorted(range(len(points)), key=lambda i: -relative[i])

@@ -9,6 +9,7 @@ catalog's current state, except that items created after the cutoff are left out
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ from pydantic import Field, model_validator
 from tastemaker.config import ConfigModel
 from tastemaker.data.dataset import Dataset
 from tastemaker.errors import DataFormatError
-from tastemaker.store.base import Store
+from tastemaker.store.base import EVENT_COLUMNS, Store
 
 __all__ = ["EventWeight", "Snapshot", "SnapshotConfig", "as_ids", "to_interactions"]
 
@@ -67,7 +68,8 @@ def to_interactions(events: pd.DataFrame, config: SnapshotConfig) -> pd.DataFram
     (so a split that shuffles within groups sees the rows in file order, as the published protocols do).
 
     Columns: user_id, item_id (as strings), weight (aggregated), rating (value of the pair's latest event
-    of ``config.rating_type``, NaN if none), timestamp_us (first counted event), last_timestamp_us, n_events.
+    of ``config.rating_type``, NaN if none), timestamp_us (first counted event), last_timestamp_us, n_events;
+    and ``context`` (the first non-empty event context of the pair, a dict) when any event has one.
     """
     ev = events[events["type"].isin(list(config.event_weights))]
     ev = ev.assign(user_id=ev["user_id"].astype(str), item_id=ev["item_id"].astype(str))
@@ -89,6 +91,9 @@ def to_interactions(events: pd.DataFrame, config: SnapshotConfig) -> pd.DataFram
     ev = ev.loc[keep].assign(weight=weight[keep], rating=rated[keep], position=np.flatnonzero(keep))
     ev = ev.sort_values("timestamp_us", kind="stable")  # so "last" means the latest in time
     grouped = ev.groupby(["user_id", "item_id"], sort=False)
+    extra = {}
+    if "context" in ev and ev["context"].notna().any():  # where and how the pair began (device, declared keys)
+        extra["context"] = ("context", "first")
     out = grouped.agg(
         weight=("weight", config.aggregate),
         rating=("rating", "last"),
@@ -96,6 +101,7 @@ def to_interactions(events: pd.DataFrame, config: SnapshotConfig) -> pd.DataFram
         last_timestamp_us=("timestamp_us", "max"),
         n_events=("weight", "size"),
         position=("position", "min"),
+        **extra,
     )
     out = out.sort_values("position", kind="stable").drop(columns="position").reset_index()
     return out.astype({"timestamp_us": np.int64, "last_timestamp_us": np.int64, "n_events": np.int64})
@@ -109,7 +115,8 @@ class Snapshot:
     user_ids: pd.Index
     item_ids: pd.Index
     matrix: sp.csr_matrix
-    interactions: pd.DataFrame  # user_idx, item_idx, weight, rating, timestamp_us, last_timestamp_us
+    #: user_idx, item_idx, weight, rating, timestamp_us, last_timestamp_us (and ``context`` when events had one)
+    interactions: pd.DataFrame
     categories: pd.Index
     item_categories: sp.csr_matrix  # n_items × n_categories, 1 where the item has the category
     item_title: np.ndarray
@@ -121,6 +128,8 @@ class Snapshot:
     config: SnapshotConfig
     #: each user's attributes (e.g. onboarding ``preferred_categories``), aligned with ``user_ids``
     user_attributes: tuple[dict[str, Any], ...] = ()
+    #: each item's declared attributes (e.g. ``duration``), aligned with ``item_ids``
+    item_attributes: tuple[dict[str, Any], ...] = ()
 
     @property
     def n_users(self) -> int:
@@ -189,7 +198,7 @@ class Snapshot:
     ) -> Snapshot:
         """Snapshot of ``store`` as of ``cutoff_us`` (default: the store clock's now)."""
         cutoff = store.clock.now_us() if cutoff_us is None else cutoff_us
-        events = store.events_frame(until_us=cutoff)
+        events = store.events_frame(until_us=cutoff, columns=(*EVENT_COLUMNS, "context"))
         return cls.from_frames(events, store.items_frame(), store.users_frame(), cutoff_us=cutoff, config=config)
 
     @classmethod
@@ -252,6 +261,8 @@ class Snapshot:
             "timestamp_us": interactions["timestamp_us"].to_numpy(dtype=np.int64),
             "last_timestamp_us": interactions["last_timestamp_us"].to_numpy(dtype=np.int64),
         })  # fmt: skip
+        if "context" in interactions:
+            table["context"] = _contexts(interactions["context"].to_numpy(dtype=object))
         if last_active is None:
             last_active = interactions.groupby("user_id", sort=False)["last_timestamp_us"].max()
         return cls(
@@ -262,7 +273,7 @@ class Snapshot:
             interactions=table,
             config=config,
             user_last_active_us=_aligned(last_active, user_ids, UNKNOWN_TIME).astype(np.int64),
-            user_attributes=_user_attributes(users, user_ids),
+            user_attributes=_attributes(users, "user_id", user_ids),
             **_item_arrays(items, item_ids, table),
         )
 
@@ -313,6 +324,7 @@ def _item_arrays(items: pd.DataFrame, item_ids: pd.Index, table: pd.DataFrame) -
         "item_provider": column("provider", ""),
         "item_created_at_us": created,
         "item_available": column("available", True).astype(bool),
+        "item_attributes": _attributes(items, "item_id", item_ids),
     }
 
 
@@ -322,11 +334,24 @@ def _first_seen(table: pd.DataFrame, n_items: int) -> np.ndarray:
     return np.where(first == np.iinfo(np.int64).max, UNKNOWN_TIME, first)
 
 
-def _user_attributes(users: pd.DataFrame | None, user_ids: pd.Index) -> tuple[dict[str, Any], ...]:
-    if users is None or users.empty or "attributes" not in users:
-        return ({},) * len(user_ids)
-    found = dict(zip(users["user_id"].astype(str), users["attributes"], strict=True))
-    return tuple(a if isinstance(a, dict) else {} for a in (found.get(u) for u in user_ids))
+def _attributes(frame: pd.DataFrame | None, key: str, ids: pd.Index) -> tuple[dict[str, Any], ...]:
+    if frame is None or frame.empty or "attributes" not in frame:
+        return ({},) * len(ids)
+    found = dict(zip(frame[key].astype(str), frame["attributes"], strict=True))
+    return tuple(a if isinstance(a, dict) else {} for a in (found.get(i) for i in ids))
+
+
+def _contexts(values: np.ndarray) -> np.ndarray:
+    """Event contexts as dicts (a store may hand back JSON text); None where there is none."""
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = None
+        out[i] = value if isinstance(value, dict) and value else None
+    return out
 
 
 def _ids(frame: pd.DataFrame | None, column: str) -> np.ndarray:

@@ -65,8 +65,8 @@ class Engine(CandidateSource):
             labels=cfg.labels, seed=self.seed,
         )  # fmt: skip
         if cfg.serve == "fold-in":
-            held, _ = inner_split(snapshot, cfg.split, self.seed)
-            self.generator = inner.fold_in(_history(snapshot, held))
+            _, kept, _ = inner_split(snapshot, cfg.split, self.seed)
+            self.generator = inner.fold_in(_history(snapshot, ~kept))
         schema = builder.schema()
         self.ranker = LightGBMRanker(cfg.ranker, seed=self.seed).fit(train, valid, schema)
         self.training = {"train": _summary(train), "validation": _summary(valid)}

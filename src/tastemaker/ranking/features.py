@@ -42,12 +42,27 @@ class Context:
     device: str | None = None
     values: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def of_event(cls, now_us: int, context: dict[str, Any] | None, keys: Sequence[str] = ()) -> Context:
+        """The context an event was recorded in (``{"device": ..., KEY: number}``); other entries are ignored."""
+        context = context or {}
+        device = context.get("device")
+        values = {}
+        for key in keys:
+            value = context.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                values[key] = float(value)
+        return cls(now_us=int(now_us), device=None if device is None else str(device), values=values)
+
 
 class FeatureConfig(ConfigModel):
     #: numeric context keys the model may use (each becomes a feature ``context_KEY``); others are ignored
     context_keys: list[str] = Field(default_factory=list)
     #: how many of a user's newest items their content similarity is taken over
     recent_items: int = Field(default=20, ge=1)
+    #: numeric item attributes the model may use (each becomes a feature ``item_KEY``; NaN where an item
+    #: lacks it), e.g. ``duration``: with the context features they let a ranker learn "short on mobile"
+    item_keys: list[str] = Field(default_factory=list)
 
 
 class FeatureSchema(ConfigModel):
@@ -89,6 +104,8 @@ class FeatureBuilder:
             "item_age_days": np.where(created == UNKNOWN_TIME, np.nan, (end - created) / _DAY_US).astype(np.float32),
             "item_available": snapshot.item_available.astype(np.float32),
         }
+        for key in self.config.item_keys:
+            self._item[f"item_{key}"] = _numeric(snapshot.item_attributes, key, snapshot.n_items)
         self._item_categories = snapshot.item_categories.tocsr()
         self._devices = list(dict.fromkeys(str(d) for d in devices))
         self._generator = generator
@@ -137,6 +154,7 @@ class FeatureBuilder:
             ("context_device", "the request's device, an index into the schema's devices (categorical)"),
         ]  # fmt: skip
         columns += [(f"context_{key}", f"declared context key {key!r}") for key in self.config.context_keys]
+        columns += [(f"item_{key}", f"declared item attribute {key!r}") for key in self.config.item_keys]
         return columns
 
     @property
@@ -154,11 +172,13 @@ class FeatureBuilder:
         valid = items >= 0
         safe = np.where(valid, items, 0)
         now = np.array([c.now_us for c in contexts], dtype=np.int64)
+        declared = {f"item_{key}" for key in self.config.item_keys}
         parts = [self._source_features(candidates)]
-        parts += [self._gather(values, safe) for values in self._item.values()]
+        parts += [self._gather(values, safe) for name, values in self._item.items() if name not in declared]
         parts += self._user_features(users, now, items.shape[1])
         parts += self._user_item_features(users, safe, now)
         parts += self._context_features(contexts, items.shape[1])
+        parts += [self._gather(self._item[name], safe) for name in sorted(declared, key=list(self._item).index)]
         out = np.concatenate([p if p.ndim == 3 else p[:, :, None] for p in parts], axis=2).astype(np.float32)
         out[~valid] = np.nan
         return out
@@ -264,6 +284,16 @@ class FeatureBuilder:
         if self._generator is None:
             raise NotFittedError(type(self).__name__)
         return self._generator
+
+
+def _numeric(attributes: Sequence[dict[str, Any]], key: str, n: int) -> np.ndarray:
+    """One numeric attribute per item; NaN where it is absent or not a number."""
+    out = np.full(n, np.nan, np.float32)
+    for i, attrs in enumerate(attributes[:n]):
+        value = attrs.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[i] = value
+    return out
 
 
 def _expand(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

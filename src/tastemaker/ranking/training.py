@@ -18,7 +18,7 @@ that too; ``tastemaker train`` uses it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,7 +32,7 @@ from tastemaker.data.snapshot import Snapshot
 from tastemaker.errors import ConfigError
 from tastemaker.ranking.features import Context, FeatureBuilder
 
-__all__ = ["LabelConfig", "RankingData", "SplitConfig", "inner_split", "training_data"]
+__all__ = ["LabelConfig", "RankingData", "SplitConfig", "event_devices", "inner_split", "training_data"]
 
 
 class LabelConfig(ConfigModel):
@@ -60,6 +60,9 @@ class SplitConfig(ConfigModel):
     #: keep every positive and at most this many (seeded) negatives per training query (validation queries
     #: keep all); None keeps every candidate. 50 matched or beat all candidates on validation at 1/8 the rows
     negatives: int | None = Field(default=50, ge=1)
+    #: label windows pooled into one training set (see :func:`inner_split`); each refits the sources on its
+    #: own inner side, so training time grows with it
+    windows: int = Field(default=1, ge=1)
 
 
 @dataclass(frozen=True)
@@ -70,41 +73,68 @@ class RankingData:
     y: np.ndarray
     groups: np.ndarray  # rows per query, in row order
     users: np.ndarray  # the user of each query
+    windows: np.ndarray  # the label window of each query (0: the newest)
 
     @property
     def positives(self) -> int:
         return int((self.y > 0).sum())
 
 
-def inner_split(snapshot: Snapshot, config: SplitConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which interactions are held out as labels, and each user's "now": the start of their held-out ones
-    (``newest``), just after their latest kept one (``random``), t0 (``global``), or the snapshot's end for
-    users without."""
+def inner_split(
+    snapshot: Snapshot, config: SplitConfig, seed: int, window: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which interactions are labels (``held``) and which the sources and features may see (``kept``), and
+    each user's "now": the start of their held-out ones (``newest``), just after their latest kept one
+    (``random``), t0 (``global``), or the snapshot's end for users without.
+
+    ``window`` 0 is the newest label window; window ``w`` moves it ``w`` label-fractions back in time
+    (``newest``: each user's interactions ``w·m … (w+1)·m`` newest-first, ``m`` = their label count;
+    ``global``: the instants between the quantiles ``1 - (w+1)·f`` and ``1 - w·f``) and hides everything
+    after it; a ``random`` window ``w`` is another seeded draw."""
     table = snapshot.interactions
     users = table["user_idx"].to_numpy()
     when = table["timestamp_us"].to_numpy(np.int64)
+    f = config.label_fraction
     if config.kind == "global":
-        t0 = config.t0_us
-        if t0 is None:
-            t0 = int(np.ceil(np.quantile(when, 1 - config.label_fraction))) if len(when) else snapshot.end_us
-        return when >= t0, np.full(snapshot.n_users, t0, np.int64)
-    tiebreak = np.random.default_rng(seed).random(len(table))
+        if config.t0_us is not None and window == 0:
+            t0, t1 = config.t0_us, None
+        else:
+            base = 1.0  # window w labels the quantiles base - (w+1)·f … base - w·f
+            if config.t0_us is not None and len(when):
+                base = float(np.mean(when < config.t0_us)) + f
+            t0 = _quantile_time(when, base - (window + 1) * f, snapshot.end_us)
+            t1 = None if window == 0 else _quantile_time(when, base - window * f, snapshot.end_us)
+        held = (when >= t0) if t1 is None else (when >= t0) & (when < t1)
+        return held, when < t0, np.full(snapshot.n_users, t0, np.int64)
+    rng = np.random.default_rng(seed + 1_000 * window if config.kind == "random" else seed)
+    tiebreak = rng.random(len(table))
     # per user, newest first (or in a seeded random order)
     order = np.lexsort((tiebreak, -when, users)) if config.kind == "newest" else np.lexsort((tiebreak, users))
     counts = np.bincount(users, minlength=snapshot.n_users)
     starts = np.cumsum(counts) - counts
-    newest_first = np.empty(len(table), np.int64)
-    newest_first[order] = np.arange(len(table)) - starts[users[order]]
+    position = np.empty(len(table), np.int64)
+    position[order] = np.arange(len(table)) - starts[users[order]]
     n = counts[users]
-    held = (n >= config.min_interactions) & (newest_first < np.maximum(1, np.round(config.label_fraction * n)))
+    labels = np.maximum(1, np.round(f * n)).astype(np.int64)
+    first = labels * window if config.kind == "newest" else 0  # where this window's labels start, newest-first
+    enough = n - first >= config.min_interactions
+    held = enough & (position >= first) & (position < first + labels)
+    # an older window hides its labels and everything newer, for every user (those too short for it keep less)
+    kept = ~held if config.kind == "random" or window == 0 else position >= first + labels
     cut = np.full(snapshot.n_users, snapshot.end_us, np.int64)
     if config.kind == "newest":
         np.minimum.at(cut, users[held], when[held])
     else:  # random labels have no time of their own: "now" is just after the user's latest kept interaction
         latest = np.full(snapshot.n_users, -1, np.int64)
-        np.maximum.at(latest, users[~held], table["last_timestamp_us"].to_numpy(np.int64)[~held])
+        np.maximum.at(latest, users[kept], table["last_timestamp_us"].to_numpy(np.int64)[kept])
         cut = np.where(latest >= 0, latest + 1, cut)
-    return held, cut
+    return held, kept, cut
+
+
+def _quantile_time(when: np.ndarray, q: float, default: int) -> int:
+    if not len(when):
+        return default
+    return int(np.ceil(np.quantile(when, min(max(q, 0.0), 1.0))))
 
 
 def training_data(
@@ -116,43 +146,86 @@ def training_data(
     labels: LabelConfig,
     seed: int,
 ) -> tuple[RankingData, RankingData, CandidateGenerator]:
-    """Training and validation data from an inner split of ``snapshot``; also the generator fitted on the
-    inner side (its score scales are the ones the ranker learns)."""
-    held, cut = inner_split(snapshot, split, seed)
+    """Training and validation data from ``split.windows`` inner splits of ``snapshot``; also the generator
+    fitted on the newest window's inner side (its score scales are the ones the ranker learns).
+
+    Users are split once into training and validation users (a seeded draw per user), the same in every
+    window; validation queries come from the newest window only, training queries from every window."""
+    validation_user = np.random.default_rng(seed).random(snapshot.n_users) < split.validation_users
+    devices = event_devices(snapshot)
+    train_parts, valid_part, newest = [], None, None
+    for window in range(split.windows):
+        own = builder if window == 0 else FeatureBuilder(builder.config)  # window 0's builder serves the schema
+        x, y, rows, users, gen = _window(snapshot, make_generator, own, split, labels, seed, window, devices)
+        if window == 0:
+            newest = gen
+            valid_part = _rows(x, y, rows[1], users, validation_user[users] & rows[2], window)
+        train_parts.append(_rows(x, y, rows[0], users, ~validation_user[users] & rows[2], window))
+        del x
+    train = _concat(train_parts)
+    if not len(train.groups):
+        raise ConfigError(
+            f"no training query: no user has {split.min_interactions}+ interactions with a held-out one among "
+            "their candidates; the ranker needs more data (or a lower split.min_interactions)"
+        )
+    assert valid_part is not None and newest is not None
+    return train, valid_part, newest
+
+
+def _window(
+    snapshot: Snapshot,
+    make_generator: Callable[[], CandidateGenerator],
+    builder: FeatureBuilder,
+    split: SplitConfig,
+    labels: LabelConfig,
+    seed: int,
+    window: int,
+    devices: list[str],
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, CandidateGenerator]:
+    """One window's features and labels: ``rows`` = (training rows, validation rows, useful queries)."""
+    held, kept, cut = inner_split(snapshot, split, seed, window)
     t0 = int(cut[0]) if split.kind == "global" and len(cut) else None  # the inner snapshot ends at t0
-    inner = snapshot.restricted(~held, cutoff_us=t0, user_cut_us=cut)
+    inner = snapshot.restricted(kept, cutoff_us=t0, user_cut_us=cut)
     generator = make_generator().fit(inner)
-    builder.fit(generator, inner)
+    builder.fit(generator, inner, devices=devices)
     table = snapshot.interactions[held]
     grade = _grades(table, labels)
     users = np.unique(table["user_idx"].to_numpy())
+    rng = np.random.default_rng(seed + window)
     if len(users) > split.max_users:
-        users = np.sort(np.random.default_rng(seed).choice(users, split.max_users, replace=False))
+        users = np.sort(rng.choice(users, split.max_users, replace=False))
     found = generator.generate(users, exclude=inner.matrix[users])
-    contexts = [Context(now_us=int(cut[u])) for u in users]
+    contexts = _label_contexts(table, users, cut, builder.config.context_keys)
     x = builder.compute(users, found, contexts)
     key = pd.Series(grade, index=table["user_idx"].to_numpy().astype(np.int64) * snapshot.n_items + table["item_idx"])
     key = key.groupby(level=0).max()
     slots = users[:, None].astype(np.int64) * snapshot.n_items + np.maximum(found.items, 0)
     y = np.where(found.items >= 0, key.reindex(slots.ravel()).fillna(0).to_numpy().reshape(slots.shape), 0)
     useful = (y > 0).any(axis=1)  # a query without a positive teaches a ranking nothing
-    if not useful.any():
-        raise ConfigError(
-            f"no training query: no user has {split.min_interactions}+ interactions with a held-out one among "
-            "their candidates; the ranker needs more data (or a lower split.min_interactions)"
-        )
-    rng = np.random.default_rng(seed)
-    validation = rng.random(len(users)) < split.validation_users
-    rows = found.items >= 0
+    every = found.items >= 0
+    rows = every.copy()
     if split.negatives is not None:  # a seeded random subset of each query's negatives, every positive
         noise = np.where(rows & (y == 0), rng.random(y.shape), np.inf)
         kth = np.sort(noise, axis=1)[:, min(split.negatives, y.shape[1]) - 1 : min(split.negatives, y.shape[1])]
         rows &= (y > 0) | (noise <= kth)
-    return (
-        _rows(x, y, rows, users, useful & ~validation),
-        _rows(x, y, found.items >= 0, users, useful & validation),  # validation ranks every candidate
-        generator,
-    )
+    return x, y, (rows, every, useful), users, generator
+
+
+def event_devices(snapshot: Snapshot) -> list[str]:
+    """The devices the snapshot's event contexts name, sorted (the ``context_device`` feature's codes)."""
+    if "context" not in snapshot.interactions:
+        return []
+    return sorted({str(c["device"]) for c in snapshot.interactions["context"] if c and c.get("device") is not None})
+
+
+def _label_contexts(table: pd.DataFrame, users: np.ndarray, cut: np.ndarray, keys: Sequence[str]) -> list[Context]:
+    """Each query's context: "now" is the user's cut; device and declared keys are those of the user's
+    first held-out interaction (the request those labels answered)."""
+    if "context" not in table:
+        return [Context(now_us=int(cut[u])) for u in users]
+    first = table.sort_values("timestamp_us", kind="stable").drop_duplicates("user_idx")
+    found = dict(zip(first["user_idx"].to_numpy(), first["context"], strict=True))
+    return [Context.of_event(int(cut[u]), found.get(u), keys) for u in users]
 
 
 def _grades(table: pd.DataFrame, labels: LabelConfig) -> np.ndarray:
@@ -164,11 +237,26 @@ def _grades(table: pd.DataFrame, labels: LabelConfig) -> np.ndarray:
     return np.where(strong, 2, 1)
 
 
-def _rows(x: np.ndarray, y: np.ndarray, rows: np.ndarray, users: np.ndarray, keep: np.ndarray) -> RankingData:
+def _concat(parts: list[RankingData]) -> RankingData:
+    if len(parts) == 1:
+        return parts[0]
+    return RankingData(
+        x=np.concatenate([p.x for p in parts]),
+        y=np.concatenate([p.y for p in parts]),
+        groups=np.concatenate([p.groups for p in parts]),
+        users=np.concatenate([p.users for p in parts]),
+        windows=np.concatenate([p.windows for p in parts]),
+    )
+
+
+def _rows(
+    x: np.ndarray, y: np.ndarray, rows: np.ndarray, users: np.ndarray, keep: np.ndarray, window: int
+) -> RankingData:
     valid = rows[keep]
     return RankingData(
         x=x[keep][valid].astype(np.float32),
         y=y[keep][valid].astype(np.int32),
         groups=valid.sum(axis=1),
         users=users[keep],
+        windows=np.full(int(keep.sum()), window, np.int32),
     )

@@ -71,11 +71,13 @@ def test_features_are_one_array_over_every_candidate(snap: Snapshot) -> None:
     assert ((affinity >= 0) & (affinity <= 1.0 + 1e-6)).all()
 
 
-def test_no_feature_reads_an_interaction_at_or_after_the_users_cut(snap: Snapshot) -> None:
+@pytest.mark.parametrize("windows", [1, 2])
+def test_no_feature_reads_an_interaction_at_or_after_the_users_cut(snap: Snapshot, windows: int) -> None:
     """Change every held-out interaction's item: the features of the training set stay the same to the bit,
-    the labels do not."""
-    split = SplitConfig(negatives=None)  # every candidate: which negatives are sampled follows the labels
-    held, cut = inner_split(snap, split, seed=5)
+    the labels do not (with two windows, the older window's features do not see the newer labels either)."""
+    split = SplitConfig(negatives=None, windows=windows)  # every candidate: sampled negatives follow the labels
+    held, kept, cut = inner_split(snap, split, seed=5)
+    assert not (held & kept).any()
     table = snap.interactions
     assert held.any() and (table["timestamp_us"].to_numpy()[held] >= cut[table["user_idx"].to_numpy()[held]]).all()
     moved = table.copy()
@@ -87,13 +89,15 @@ def test_no_feature_reads_an_interaction_at_or_after_the_users_cut(snap: Snapsho
         train, valid, _ = training_data(s, make_generator, FeatureBuilder(), split=split, labels=LabelConfig(), seed=5)
         runs.append((train, valid))
     (a, _), (b, _) = runs
-    common = np.intersect1d(a.users, b.users)  # queries are users with a positive among their candidates
-    assert len(common) > 20
-    rows_a = np.repeat(a.users, a.groups)
-    rows_b = np.repeat(b.users, b.groups)
-    for user in common:
-        np.testing.assert_array_equal(a.x[rows_a == user], b.x[rows_b == user])
-    assert not all(np.array_equal(a.y[rows_a == u], b.y[rows_b == u]) for u in common)
+    # queries are (window, user) with a positive among the candidates
+    key_a, key_b = a.windows * 1_000_000 + a.users, b.windows * 1_000_000 + b.users
+    common = np.intersect1d(key_a, key_b)
+    assert len(common) > 20 and len(np.unique(common // 1_000_000)) == windows
+    rows_a = np.repeat(key_a, a.groups)
+    rows_b = np.repeat(key_b, b.groups)
+    for key in common:
+        np.testing.assert_array_equal(a.x[rows_a == key], b.x[rows_b == key])
+    assert not all(np.array_equal(a.y[rows_a == k], b.y[rows_b == k]) for k in common)
 
 
 def test_a_ranker_refuses_features_of_another_schema(snap: Snapshot) -> None:
@@ -227,3 +231,16 @@ def test_training_queries_keep_every_positive_and_a_bounded_sample_of_negatives(
     negatives = np.add.reduceat((train.y == 0).astype(int), np.r_[0, np.cumsum(train.groups)[:-1]])
     assert (negatives <= 5).all() and len(train.y) < len(full.y)
     assert (valid.groups == 100).all()  # validation queries rank every candidate
+
+
+@pytest.mark.parametrize("kind", ["newest", "global"])
+def test_an_older_window_hides_its_labels_and_everything_after_them(snap: Snapshot, kind: str) -> None:
+    split = SplitConfig(kind=kind, windows=2)
+    when = snap.interactions["timestamp_us"].to_numpy()
+    users = snap.interactions["user_idx"].to_numpy()
+    held0, _, _ = inner_split(snap, split, seed=3, window=0)
+    held1, kept1, cut1 = inner_split(snap, split, seed=3, window=1)
+    assert held1.any() and not (held0 & held1).any() and not (held1 & kept1).any()
+    assert not (kept1 & held0).any()  # the newer window's labels are hidden from the older window
+    assert (when[kept1] <= cut1[users[kept1]]).all()
+    assert (when[held1] >= cut1[users[held1]]).all()
