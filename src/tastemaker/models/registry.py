@@ -79,7 +79,15 @@ def save_engine(engine: Engine, root: str | Path, *, clock: Clock | None = None)
             "interactions": int(snapshot.matrix.nnz),
         },  # fmt: skip
         "training_set": engine.training,
-        "offline_metrics": {"validation_ndcg": engine.ranker.validation_score()},
+        "offline_metrics": {
+            "validation_ndcg": engine.ranker.validation_score(),
+            "validation_ndcg_base_alone": engine.ranker.prior_score,
+        },
+        "ranker": {
+            "base": engine.ranker.base,
+            "base_only": engine.ranker.prior_only,
+            "trees": engine.ranker.booster.num_trees(),
+        },  # fmt: skip
         "feature_importance": engine.ranker.importances(),
         "sources": list(engine.generator.sources),
         "skipped_sources": engine.generator.skipped,

@@ -9,7 +9,9 @@ versioned and travels with a trained ranker, which refuses features of another s
 
 Point in time: everything is read from the generator's state (the snapshot it was fitted on, plus
 folded-in history) and from the request's :class:`Context`, whose ``now_us`` is injected — never the wall
-clock. Item popularity windows are counted at the snapshot's end; user windows at the request's ``now``.
+clock. Item popularity, trend and age, and the user's windows, are counted before the request's ``now``
+(a training query's now is its cut), so a ranker trained on users at many different times reads each at
+its own time.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from tastemaker.errors import ConfigError, NotFittedError
 __all__ = ["SCHEMA_VERSION", "Context", "FeatureBuilder", "FeatureConfig", "FeatureSchema"]
 
 #: bump when a feature's meaning or order changes: a ranker trained on another version is refused
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _DAY_US = 86_400 * 1_000_000
 
 
@@ -86,24 +88,16 @@ class FeatureBuilder:
     def fit(self, generator: CandidateGenerator, snapshot: Snapshot, devices: Sequence[str] = ()) -> FeatureBuilder:
         """Read item statistics from ``snapshot`` (the one ``generator`` was fitted on)."""
         table = snapshot.interactions
-        end = snapshot.end_us
-        last = table["last_timestamp_us"].to_numpy(np.int64)
-        items = table["item_idx"].to_numpy()
-
-        def users_since(days: float | None) -> np.ndarray:
-            recent = np.ones(len(last), bool) if days is None else last >= end - days * _DAY_US
-            return np.bincount(items[recent], minlength=snapshot.n_items).astype(np.float32)
-
-        pop7, pop30, pop_all = users_since(7), users_since(30), users_since(None)
-        created = snapshot.item_created_at_us.astype(np.float64)
-        self._item = {
-            "item_popularity_7d": np.log1p(pop7),
-            "item_popularity_30d": np.log1p(pop30),
-            "item_popularity_all": np.log1p(pop_all),
-            "item_trend": (pop7 + 1.0) / (pop30 * 7.0 / 30.0 + 1.0),
-            "item_age_days": np.where(created == UNKNOWN_TIME, np.nan, (end - created) / _DAY_US).astype(np.float32),
-            "item_available": snapshot.item_available.astype(np.float32),
-        }
+        # every pair's start, keyed item-major (item · stride + seconds since the first start): one sorted array
+        # answers "how many users started on item i before t" for any request's now by a binary search
+        seconds = table["timestamp_us"].to_numpy(np.int64) // 1_000_000
+        self._first_s = int(seconds.min()) if len(seconds) else 0
+        self._span = int(seconds.max() - self._first_s) + 1 if len(seconds) else 1
+        items = table["item_idx"].to_numpy().astype(np.int64)
+        self._starts = np.sort(items * (self._span + 1) + (seconds - self._first_s))
+        self._n_items = snapshot.n_items
+        self._created = snapshot.item_created_at_us.astype(np.float64)
+        self._item = {"item_available": snapshot.item_available.astype(np.float32)}
         for key in self.config.item_keys:
             self._item[f"item_{key}"] = _numeric(snapshot.item_attributes, key, snapshot.n_items)
         self._item_categories = snapshot.item_categories.tocsr()
@@ -132,11 +126,11 @@ class FeatureBuilder:
                 (f"{source}_proposed", f"1 if {source} proposed the item"),
             ]  # fmt: skip
         columns += [
-            ("item_popularity_7d", "log(1 + users who interacted with the item in the snapshot's last 7 days)"),
-            ("item_popularity_30d", "log(1 + users who interacted with the item in the snapshot's last 30 days)"),
-            ("item_popularity_all", "log(1 + users who ever interacted with the item)"),
+            ("item_popularity_7d", "log(1 + users who started on the item in the 7 days before now)"),
+            ("item_popularity_30d", "log(1 + users who started on the item in the 30 days before now)"),
+            ("item_popularity_all", "log(1 + users who started on the item before now)"),
             ("item_trend", "(7-day users + 1) / (30-day users scaled to 7 days + 1): above 1 is rising"),
-            ("item_age_days", "days from the item's creation (or first interaction) to the snapshot's end"),
+            ("item_age_days", "days from the item's creation (or first interaction) to now; negative: not yet"),
             ("item_available", "1 if the item is available"),
             ("user_activity_7d", "items the user last interacted with in the 7 days before now"),
             ("user_activity_30d", "items the user last interacted with in the 30 days before now"),
@@ -174,7 +168,8 @@ class FeatureBuilder:
         now = np.array([c.now_us for c in contexts], dtype=np.int64)
         declared = {f"item_{key}" for key in self.config.item_keys}
         parts = [self._source_features(candidates)]
-        parts += [self._gather(values, safe) for name, values in self._item.items() if name not in declared]
+        parts += self._item_features(safe, now)
+        parts += [self._gather(self._item["item_available"], safe)]
         parts += self._user_features(users, now, items.shape[1])
         parts += self._user_item_features(users, safe, now)
         parts += self._context_features(contexts, items.shape[1])
@@ -192,6 +187,29 @@ class FeatureBuilder:
         rank = np.where(proposed, ranks, np.nan)
         stacked = np.stack([rank, relative, proposed.astype(np.float32)], axis=3)  # users, items, sources, 3
         return stacked.reshape(ranks.shape[0], ranks.shape[1], 3 * ranks.shape[2])
+
+    def _item_features(self, items: np.ndarray, now: np.ndarray) -> list[np.ndarray]:
+        """Popularity over 7 / 30 days and all time before each request's now, trend and age at now."""
+        inside = items < self._n_items  # items added after the snapshot have no statistics yet
+        base = np.where(inside, items, 0).astype(np.int64) * (self._span + 1)
+        now_s = now[:, None] // 1_000_000 - self._first_s
+
+        def started_before(offset_s: np.ndarray) -> np.ndarray:
+            return np.searchsorted(self._starts, base + np.clip(offset_s, 0, self._span)).astype(np.float64)
+
+        before_now = started_before(now_s)
+        week = before_now - started_before(now_s - 7 * 86_400)
+        month = before_now - started_before(now_s - 30 * 86_400)
+        created = self._created[np.where(inside, items, 0)]
+        age = np.where(created == UNKNOWN_TIME, np.nan, (now[:, None] - created) / _DAY_US)
+        columns = [
+            np.log1p(week),
+            np.log1p(month),
+            np.log1p(before_now),
+            (week + 1.0) / (month * 7.0 / 30.0 + 1.0),
+            age,
+        ]
+        return [np.where(inside, c, np.nan) for c in columns]
 
     def _gather(self, values: np.ndarray, items: np.ndarray) -> np.ndarray:
         inside = items < len(values)  # items added after the snapshot have no statistics yet

@@ -1,6 +1,16 @@
-"""The learned ranker: LightGBM ``lambdarank`` over the feature schema, early-stopped on validation queries."""
+"""The learned ranker: LightGBM ``lambdarank`` over the feature schema, early-stopped on validation queries.
+
+The trees boost from a prior: the ranking of one source (by default the one whose own ranking scores best
+on the validation queries), as ``-base_weight · log2(2 + rank)``. LightGBM takes it as the initial score,
+so every tree learns a correction to that source's order, and early stopping keeps only corrections that
+help on validation. A two-stage model trained on a thinner inner split otherwise has to relearn its best
+source's ranking from a few hundred queries, and may lose to it; with the prior it starts where that
+source ends. If no tree helps, the ranker is the prior alone.
+"""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -10,7 +20,7 @@ from tastemaker.errors import ConfigError, NotFittedError
 from tastemaker.ranking.features import FeatureSchema
 from tastemaker.ranking.training import RankingData
 
-__all__ = ["LightGBMRanker", "RankerConfig", "SchemaMismatchError"]
+__all__ = ["LightGBMRanker", "RankerConfig", "SchemaMismatchError", "ndcg"]
 
 
 class SchemaMismatchError(ConfigError):
@@ -29,6 +39,11 @@ class RankerConfig(ConfigModel):
     #: the nDCG cut-off lambdarank optimises and early stopping watches
     eval_at: int = Field(default=10, ge=1)
     threads: int = Field(default=2, ge=1)
+    #: the source whose ranking the trees correct: ``auto`` (the best on validation queries), ``none``, or a
+    #: source's name
+    base: Literal["auto", "none"] | str = "auto"
+    #: how strongly the prior holds: trees override a rank gap of ``log2`` ratio 1 with this much score
+    base_weight: float = Field(default=1.0, gt=0)
 
 
 class LightGBMRanker:
@@ -37,6 +52,9 @@ class LightGBMRanker:
         self.seed = seed
         self.booster = None
         self.schema: FeatureSchema | None = None
+        self.base: str | None = None  # the source whose ranking the trees correct
+        self.prior_only = False  # no tree helped on validation: the ranker is the base source's ranking
+        self.prior_score: float | None = None  # validation nDCG of the base's ranking alone
 
     def fit(self, train: RankingData, valid: RankingData | None, schema: FeatureSchema) -> LightGBMRanker:
         import lightgbm as lgb
@@ -50,16 +68,52 @@ class LightGBMRanker:
             "lambda_l2": cfg.lambda_l2, "num_threads": cfg.threads, "seed": self.seed, "deterministic": True,
             "force_row_wise": True, "verbosity": -1,
         }  # fmt: skip
+        self.schema = schema
+        has_valid = valid is not None and len(valid.groups) > 0
+        self.base = self._choose_base(valid if has_valid else None)
         categorical = [schema.names.index(c) for c in schema.categorical if c in schema.names]
         data = lgb.Dataset(train.x, train.y, group=train.groups, feature_name=schema.names,
-                           categorical_feature=categorical, free_raw_data=True)  # fmt: skip
+                           categorical_feature=categorical, init_score=self._prior(train.x),
+                           free_raw_data=True)  # fmt: skip
         sets, callbacks = [], []
-        if valid is not None and len(valid.groups):
-            sets = [lgb.Dataset(valid.x, valid.y, group=valid.groups, reference=data)]
+        if has_valid:
+            assert valid is not None
+            sets = [lgb.Dataset(valid.x, valid.y, group=valid.groups, reference=data, init_score=self._prior(valid.x))]
             callbacks = [lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)]
         self.booster = lgb.train(params, data, num_boost_round=cfg.max_rounds, valid_sets=sets, callbacks=callbacks)
-        self.schema = schema
+        self.prior_only = False
+        self.prior_score = None
+        if has_valid and self.base is not None:  # no tree at all may be best: keep the prior alone then
+            assert valid is not None
+            self.prior_score = ndcg(self._prior(valid.x), valid.y, valid.groups, cfg.eval_at)
+            best = self.validation_score()
+            self.prior_only = best is None or self.prior_score >= best  # (validation_score reads prior_only)
         return self
+
+    def _choose_base(self, valid: RankingData | None) -> str | None:
+        cfg = self.config
+        assert self.schema is not None
+        sources = [n.removesuffix("_rank") for n in self.schema.names if n.endswith("_rank")]
+        if cfg.base == "none":
+            return None
+        if cfg.base != "auto":
+            if cfg.base not in sources:
+                raise ConfigError(f"ranker.base {cfg.base!r} is not a source of this engine; sources: {sources}")
+            return cfg.base
+        if valid is None or not sources:
+            return None
+        scores = {s: ndcg(self._prior(valid.x, s), valid.y, valid.groups, cfg.eval_at) for s in sources}
+        return max(scores, key=lambda s: scores[s])
+
+    def _prior(self, x: np.ndarray, source: str | None = None) -> np.ndarray | None:
+        """``-base_weight · log2(2 + rank)`` in the base source's ranking (rank 10,000 where it did not
+        propose the item); None without a base."""
+        source = source or getattr(self, "base", None)
+        if source is None:
+            return None
+        assert self.schema is not None
+        rank = x[:, self.schema.names.index(f"{source}_rank")].astype(np.float64)
+        return -self.config.base_weight * np.log2(2.0 + np.where(np.isnan(rank), 10_000.0, rank))
 
     def predict(self, x: np.ndarray, schema: FeatureSchema) -> np.ndarray:
         """Scores of feature rows ``x`` (``rows × features`` in ``schema``'s order)."""
@@ -70,12 +124,19 @@ class LightGBMRanker:
                 f"features follow schema v{schema.version} with {len(schema.names)} columns; the ranker was trained "
                 f"on v{self.schema.version} with {len(self.schema.names)}: retrain, or serve the matching model"
             )
-        return self.booster.predict(x, num_threads=1)
+        prior = self._prior(x)
+        if prior is None:
+            return self.booster.predict(x, num_threads=1)
+        if self.prior_only:
+            return prior
+        return self.booster.predict(x, num_threads=1) + prior
 
     def validation_score(self) -> float | None:
         """The best validation nDCG@eval_at reached during training (None without validation queries)."""
         if self.booster is None:
             raise NotFittedError(type(self).__name__)
+        if self.prior_only:
+            return self.prior_score
         scores = self.booster.best_score.get("valid_0", {})
         value = scores.get(f"ndcg@{self.config.eval_at}")
         return None if value is None else float(value)
@@ -86,3 +147,21 @@ class LightGBMRanker:
             raise NotFittedError(type(self).__name__)
         gain = self.booster.feature_importance(importance_type="gain")
         return dict(sorted(zip(self.schema.names, map(float, gain), strict=True), key=lambda kv: -kv[1]))
+
+
+def ndcg(scores: np.ndarray | None, y: np.ndarray, groups: np.ndarray, k: int) -> float:
+    """Mean nDCG@k (gains ``2^y - 1``, as LightGBM's metric) of ranking each query's rows by ``scores``
+    (descending; ties in row order). A query without a positive counts 1, as in LightGBM."""
+    if scores is None:
+        scores = np.zeros(len(y))
+    total = 0.0
+    start = 0
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    for size in groups:
+        gain = 2.0 ** y[start : start + size] - 1.0
+        order = np.argsort(-scores[start : start + size], kind="stable")[:k]
+        ideal = np.sort(gain)[::-1][:k]
+        best = float(ideal @ discount[: len(ideal)])
+        total += float(gain[order] @ discount[: len(order)]) / best if best > 0 else 1.0
+        start += size
+    return total / max(len(groups), 1)

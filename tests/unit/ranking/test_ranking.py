@@ -12,18 +12,22 @@ import pytest
 from tastemaker.candidates.merge import CandidateGenerator, MergeConfig
 from tastemaker.data import Dataset, Snapshot
 from tastemaker.ranking import (
+    SCHEMA_VERSION,
     Context,
     Engine,
     EngineConfig,
     FeatureBuilder,
+    FeatureSchema,
     LabelConfig,
     LightGBMRanker,
     RankerConfig,
+    RankingData,
     SchemaMismatchError,
     SplitConfig,
     inner_split,
     training_data,
 )
+from tastemaker.ranking.ltr import ndcg
 
 SMALL = MergeConfig(total=100)
 
@@ -107,7 +111,7 @@ def test_a_ranker_refuses_features_of_another_schema(snap: Snapshot) -> None:
     ranker = LightGBMRanker(RankerConfig(max_rounds=20)).fit(train, valid, schema)
     assert ranker.predict(train.x[:5], schema).shape == (5,)
     other = schema.model_copy(update={"names": [*schema.names[:-1], "something_else"]})
-    with pytest.raises(SchemaMismatchError, match=r"the ranker was trained on v1 with \d+"):
+    with pytest.raises(SchemaMismatchError, match=rf"the ranker was trained on v{SCHEMA_VERSION} with \d+"):
         ranker.predict(train.x[:5], other)
     older = schema.model_copy(update={"version": 0})
     with pytest.raises(SchemaMismatchError, match="features follow schema v0"):
@@ -244,3 +248,45 @@ def test_an_older_window_hides_its_labels_and_everything_after_them(snap: Snapsh
     assert not (kept1 & held0).any()  # the newer window's labels are hidden from the older window
     assert (when[kept1] <= cut1[users[kept1]]).all()
     assert (when[held1] >= cut1[users[held1]]).all()
+
+
+def _ranked_data(rng: np.random.Generator, queries: int, perfect: bool) -> RankingData:
+    """Queries of 30 rows; feature 0 is a source's rank, feature 1 noise. Labels follow the rank exactly
+    (``perfect``) or follow the noise feature."""
+    rank = np.tile(np.arange(30, dtype=np.float32), queries)
+    noise = rng.random(rank.size).astype(np.float32)
+    y = (rank < 3) if perfect else (noise > 0.9)
+    x = np.stack([rank, noise, np.ones_like(rank)], axis=1)
+    return RankingData(x=x, y=y.astype(np.int32), groups=np.full(queries, 30), users=np.arange(queries),
+                       windows=np.zeros(queries, np.int32))  # fmt: skip
+
+
+def _toy_schema() -> FeatureSchema:
+    names = ["src_rank", "noise", "src_proposed"]
+    return FeatureSchema(version=1, names=names, descriptions=dict.fromkeys(names, "toy column"), devices=[],
+                         categorical=[])  # fmt: skip
+
+
+def test_our_ndcg_is_lightgbms() -> None:
+    rng = np.random.default_rng(0)
+    train, valid = _ranked_data(rng, 60, perfect=False), _ranked_data(rng, 20, perfect=False)
+    ranker = LightGBMRanker(RankerConfig(base="none", max_rounds=15), seed=1).fit(train, valid, _toy_schema())
+    raw = ranker.booster.predict(valid.x, num_iteration=ranker.booster.best_iteration)
+    assert ndcg(raw, valid.y, valid.groups, 10) == pytest.approx(ranker.validation_score(), abs=1e-9)
+
+
+def test_the_trees_boost_from_the_best_sources_ranking_and_never_end_below_it() -> None:
+    rng = np.random.default_rng(1)
+    schema = _toy_schema()
+    # the source's ranking is already perfect: no tree can beat it, the ranker keeps it alone
+    perfect = LightGBMRanker(RankerConfig(max_rounds=20), seed=1).fit(
+        _ranked_data(rng, 60, True), _ranked_data(rng, 20, True), schema
+    )
+    assert perfect.base == "src" and perfect.prior_only and perfect.validation_score() == pytest.approx(1.0)
+    x = _ranked_data(rng, 1, True).x
+    assert np.array_equal(np.argsort(-perfect.predict(x, schema), kind="stable"), np.arange(30))
+    # labels follow the noise column: the trees learn it on top of the prior and beat the source's ranking
+    noisy = LightGBMRanker(RankerConfig(max_rounds=60), seed=1).fit(
+        _ranked_data(rng, 200, False), _ranked_data(rng, 50, False), schema
+    )
+    assert not noisy.prior_only and noisy.validation_score() > noisy.prior_score + 0.2

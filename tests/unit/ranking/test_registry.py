@@ -14,7 +14,7 @@ from tastemaker.clock import FixedClock
 from tastemaker.data import Dataset, Snapshot
 from tastemaker.errors import ArtifactError, ConfigError
 from tastemaker.models import Registry, load_engine, save_engine
-from tastemaker.ranking import Engine, EngineConfig, RankerConfig
+from tastemaker.ranking import SCHEMA_VERSION, Engine, EngineConfig, RankerConfig
 
 CONFIG = EngineConfig(merge=MergeConfig(total=100), ranker=RankerConfig(max_rounds=30))
 
@@ -82,7 +82,7 @@ def test_a_tampered_or_foreign_artifact_is_refused(fitted: tuple[Engine, Snapsho
     other = save_engine(engine, tmp_path / "b", clock=FixedClock("2026-11-27T00:00:00Z"))
     manifest = json.loads((other.path / "manifest.json").read_text())
     (other.path / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 0}))
-    with pytest.raises(ArtifactError, match="has feature schema v0; this tastemaker reads v1"):
+    with pytest.raises(ArtifactError, match=f"has feature schema v0; this tastemaker reads v{SCHEMA_VERSION}"):
         load_engine(other.path)
     with pytest.raises(ArtifactError, match="not a model artifact"):
         load_engine(tmp_path / "missing")
