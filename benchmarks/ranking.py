@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Learned ranking: the engine's fit, and ranking 500 candidates for one user (features + LightGBM).
+"""Learned ranking: the engine's full retrain, and ranking 500 candidates for one user (features + LightGBM).
 
-    python benchmarks/ranking.py [--users 20000] [--items 100000] [--interactions 300000] [--requests 300]
+    python benchmarks/ranking.py [--users 100000] [--items 100000] [--interactions 1000000] [--requests 300]
 
-The world is the candidate benchmark's (benchmarks/candidates.py). Targets: ranking 500 candidates
-(features + LightGBM, the candidates already generated) p50 <= 2 ms, p99 <= 5 ms in-process. Each request
-counts its fastest of ``--passes`` passes, as in the candidate benchmark.
+The world is the candidate benchmark's (benchmarks/candidates.py). The retrain is what `tastemaker train`
+runs (one global time cut, sources refitted for serving). Targets: full retrain on 1M interactions <= 60 s;
+ranking 500 candidates (features + LightGBM, the candidates already generated) p50 <= 2 ms, p99 <= 5 ms
+in-process. Each request counts its fastest of ``--passes`` passes, as in the candidate benchmark.
 """
 
 from __future__ import annotations
@@ -18,26 +19,27 @@ from _common import write
 from candidates import world
 from threadpoolctl import threadpool_limits
 
-from tastemaker.ranking import Context, Engine
+from tastemaker.ranking import Context, Engine, EngineConfig, SplitConfig
 
 P50_TARGET_MS, P99_TARGET_MS = 2.0, 5.0
+FIT_TARGET_S = 60.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--items", type=int, default=100_000)
-    parser.add_argument("--interactions", type=int, default=300_000)
+    parser.add_argument("--interactions", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--passes", type=int, default=5)
     args = parser.parse_args()
 
     snap = world(args.users, args.items, args.interactions, seed=2)
     started = time.perf_counter()
-    engine = Engine().fit(snap)
+    engine = Engine(EngineConfig(split=SplitConfig(kind="global"))).fit(snap)  # as `tastemaker train`
     fit_seconds = time.perf_counter() - started
     print(f"engine fit (inner sources + training set + ranker + sources on everything): {fit_seconds:.1f} s; "
-          f"training set {engine.training}")  # fmt: skip
+          f"training set {engine.training}; steps ended at {engine.fit_seconds}")  # fmt: skip
     users = np.random.default_rng(1).integers(0, snap.n_users, args.requests)
     found = [engine.generator.generate(np.array([u]), exclude=snap.matrix[[u]]) for u in users]
     schema = engine.schema
@@ -61,11 +63,13 @@ def main() -> None:
 
     result = {
         "world": {"users": args.users, "items": args.items, "interactions": args.interactions},
-        "fit_seconds": round(fit_seconds, 1), "training_set": engine.training,
+        "fit_seconds": round(fit_seconds, 1), "fit_steps_ended_at": engine.fit_seconds,
+        "training_set": engine.training,
         "candidates_per_request": int((found[0].items >= 0).sum()), "features": len(schema.names),
         "rank_p50_ms": q(best, 50), "rank_p99_ms": q(best, 99), "rank_p99_ms_every_pass": q(rank_ms, 99),
         "features_p50_ms": q(best_features, 50), "lightgbm_p50_ms": q(best - best_features, 50),
-        "passes": args.passes, "target": {"p50_ms": P50_TARGET_MS, "p99_ms": P99_TARGET_MS},
+        "passes": args.passes,
+        "target": {"p50_ms": P50_TARGET_MS, "p99_ms": P99_TARGET_MS, "fit_seconds": FIT_TARGET_S},
         "trees": engine.ranker.booster.num_trees(),
     }  # fmt: skip
     print(f"ranking {result['candidates_per_request']} candidates: p50 {result['rank_p50_ms']} ms, "

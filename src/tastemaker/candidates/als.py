@@ -31,6 +31,8 @@ class ALSConfig(ConfigModel):
     regularization: float = Field(default=20.0, ge=0)
     alpha: float = Field(default=2.0, gt=0)
     iterations: int = Field(default=15, ge=1)
+    #: iterations when the fit starts from another fit's factors on the same users and items (see ``warm_from``)
+    warm_iterations: int = Field(default=5, ge=1)
     confidence: Literal["raw", "linear", "log"] = "linear"
     epsilon: float = Field(default=1.0, gt=0)
     ann: AnnConfig = AnnConfig()
@@ -47,16 +49,30 @@ class ALS(CandidateSource):
         self.config = config or ALSConfig()
         self.seed = seed
 
+    def warm_from(self, previous: CandidateSource) -> ALS:
+        """Start the next fit from ``previous``'s factors (an ALS of the same config fitted on the same users
+        and items, e.g. on less of the data) and run ``warm_iterations`` instead of ``iterations``."""
+        self._warm = previous if isinstance(previous, ALS) and previous.config == self.config else None
+        return self
+
     def _fit(self, snapshot: Snapshot) -> None:
         cfg = self.config
+        warm, self._warm = getattr(self, "_warm", None), None
+        if warm is not None and warm.user_factors.shape[0] != snapshot.n_users:
+            warm = None
+        if warm is not None and warm.item_factors.shape[0] != snapshot.n_items:
+            warm = None
         with threadpool_limits(1, "blas"):  # implicit checks BLAS threads when the model is built
             self.model = AlternatingLeastSquares(
                 factors=cfg.factors,
                 regularization=cfg.regularization,
                 alpha=1.0,  # the confidence transform below already applies alpha
-                iterations=cfg.iterations,
+                iterations=cfg.iterations if warm is None else cfg.warm_iterations,
                 random_state=self.seed,
             )
+            if warm is not None:  # implicit continues from factors that are already set
+                self.model.user_factors = np.array(warm.model.user_factors, copy=True)
+                self.model.item_factors = np.array(warm.model.item_factors, copy=True)
             self.model.fit(self._confidence(snapshot.matrix), show_progress=False)
         self.user_factors = np.asarray(self.model.user_factors, dtype=np.float32)
         self.item_factors = np.asarray(self.model.item_factors, dtype=np.float32)

@@ -122,18 +122,33 @@ class CandidateGenerator(CandidateSource):
         self.seed = seed
         self._given = sources
 
-    def _fit(self, snapshot: Snapshot) -> None:
+    def plan(self, snapshot: Snapshot) -> tuple[dict[str, CandidateSource], dict[str, str]]:
+        """The unfitted sources ``fit`` would fit on ``snapshot``, and the skipped ones with the reason."""
         given = self._given or {}
-        self.sources: dict[str, CandidateSource] = {}
-        self.skipped: dict[str, str] = {}
+        sources, skipped = {}, {}
         active = int((np.diff(snapshot.matrix.tocsc().indptr) > 0).sum())  # what sizes EASE's matrix
         for name in self.config.quotas:
             source = given.get(name) or SOURCES[name](self.seed)
             limit = getattr(getattr(source, "config", None), "max_items", None)
             if limit is not None and active > limit:
-                self.skipped[name] = f"{active:,} items with interactions is above its limit of {limit:,}"
+                skipped[name] = f"{active:,} items with interactions is above its limit of {limit:,}"
                 continue
-            self.sources[name] = source.fit(snapshot)
+            sources[name] = source
+        return sources, skipped
+
+    def warm_from(self, previous: CandidateGenerator) -> CandidateGenerator:
+        """Let each source that can (``warm_from``) start its next fit from ``previous``'s source of the same
+        name: ``previous`` fitted on part of the same snapshot (same indices), e.g. the ranker's inner split."""
+        self._warm = previous
+        return self
+
+    def _fit(self, snapshot: Snapshot) -> None:
+        planned, self.skipped = self.plan(snapshot)
+        warm, self._warm = getattr(self, "_warm", None), None
+        for name, source in planned.items():
+            if warm is not None and name in warm.sources and hasattr(source, "warm_from"):
+                source.warm_from(warm.sources[name])
+        self.sources: dict[str, CandidateSource] = {name: source.fit(snapshot) for name, source in planned.items()}
         if not self.sources:
             raise ConfigError(f"no candidate source could be fitted: {self.skipped}")
 

@@ -79,6 +79,7 @@ def save_engine(engine: Engine, root: str | Path, *, clock: Clock | None = None)
             "interactions": int(snapshot.matrix.nnz),
         },  # fmt: skip
         "training_set": engine.training,
+        "fit_seconds": engine.fit_seconds,
         "offline_metrics": {
             "validation_ndcg": engine.ranker.validation_score(),
             "validation_ndcg_base_alone": engine.ranker.prior_score,

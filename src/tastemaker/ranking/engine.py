@@ -8,7 +8,9 @@ user's best score from that source, ranks), so the refit sources speak the langu
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,21 +56,38 @@ class Engine(CandidateSource):
 
     def _fit(self, snapshot: Snapshot) -> None:
         cfg = self.config
-        # the serving sources first: a source the whole snapshot is too big for (EASE) must not be in the
-        # ranker's training either, or the served features would not be the ones it learned
-        self.generator = self._new_generator().fit(snapshot)
-        served = {name: cfg.merge.quotas[name] for name in self.generator.sources}
+        # a source the whole snapshot is too big for (EASE) must not be in the ranker's training either, or
+        # the served features would not be the ones it learned
+        serving = self._new_generator()
+        served = {name: cfg.merge.quotas[name] for name in serving.plan(snapshot)[0]}
         merge = cfg.merge.model_copy(update={"quotas": served})
         builder = FeatureBuilder(cfg.features)
-        train, valid, inner = training_data(
-            snapshot, lambda: CandidateGenerator(merge, seed=self.seed), builder, split=cfg.split,
-            labels=cfg.labels, seed=self.seed,
-        )  # fmt: skip
+        refit: list[Future[CandidateGenerator]] = []
+        clock = time.perf_counter  # durations for the manifest, not "now"
+        started = clock()
+        seconds: dict[str, float] = {}
+        with ThreadPoolExecutor(1) as pool:
+            # serving sources refit on everything, starting from the inner fit where they can (ALS: a few
+            # iterations from the inner factors), beside the training set's features (BLAS, FAISS and sparse
+            # kernels release the GIL)
+            def inner_fitted(window: int, generator: CandidateGenerator) -> None:
+                seconds[f"inner_sources_{window}"] = round(clock() - started, 2)
+                if window == 0 and cfg.serve == "refit":
+                    refit.append(pool.submit(serving.warm_from(generator).fit, snapshot))
+
+            train, valid, inner = training_data(
+                snapshot, lambda: CandidateGenerator(merge, seed=self.seed), builder, split=cfg.split,
+                labels=cfg.labels, seed=self.seed, on_fitted=inner_fitted,
+            )  # fmt: skip
+            seconds["training_set"] = round(clock() - started, 2)
+            schema = builder.schema()
+            self.ranker = LightGBMRanker(cfg.ranker, seed=self.seed).fit(train, valid, schema)
+            seconds["ranker"] = round(clock() - started, 2)
+            self.generator = refit[0].result() if refit else serving
+            seconds["serving_sources"] = round(clock() - started, 2)
         if cfg.serve == "fold-in":
             _, kept, _ = inner_split(snapshot, cfg.split, self.seed)
             self.generator = inner.fold_in(_history(snapshot, ~kept))
-        schema = builder.schema()
-        self.ranker = LightGBMRanker(cfg.ranker, seed=self.seed).fit(train, valid, schema)
         self.training = {"train": _summary(train), "validation": _summary(valid)}
         self.features = FeatureBuilder(cfg.features).fit(self.generator, snapshot, devices=schema.devices)
         served_names = self.features.names
@@ -76,6 +95,9 @@ class Engine(CandidateSource):
             raise ConfigError(f"the served features {served_names} differ from the trained ones {schema.names}")
         self._schema = schema  # the ranker's own object: requests pass its check without comparing names
         self._now = snapshot.end_us
+        seconds["total"] = round(clock() - started, 2)
+        #: seconds from the start of the fit at which each step ended (steps overlap: see above)
+        self.fit_seconds = seconds
 
     def _new_generator(self) -> CandidateGenerator:
         return CandidateGenerator(self.config.merge, seed=self.seed)

@@ -192,14 +192,16 @@ class FeatureBuilder:
         """Popularity over 7 / 30 days and all time before each request's now, trend and age at now."""
         inside = items < self._n_items  # items added after the snapshot have no statistics yet
         base = np.where(inside, items, 0).astype(np.int64) * (self._span + 1)
-        now_s = now[:, None] // 1_000_000 - self._first_s
-
-        def started_before(offset_s: np.ndarray) -> np.ndarray:
-            return np.searchsorted(self._starts, base + np.clip(offset_s, 0, self._span)).astype(np.float64)
-
-        before_now = started_before(now_s)
-        week = before_now - started_before(now_s - 7 * 86_400)
-        month = before_now - started_before(now_s - 30 * 86_400)
+        now_s = now[:, None, None] // 1_000_000 - self._first_s
+        back = np.array([30 * 86_400, 7 * 86_400, 0])
+        keys = (base[:, :, None] + np.clip(now_s - back, 0, self._span)).ravel()
+        order = np.argsort(keys, kind="stable")  # sorted keys search faster (each starts from the last)
+        found = np.empty(len(keys), np.float64)
+        found[order] = np.searchsorted(self._starts, keys[order])
+        found = found.reshape(*items.shape, 3)
+        before_now = found[:, :, 2]
+        week = before_now - found[:, :, 1]
+        month = before_now - found[:, :, 0]
         created = self._created[np.where(inside, items, 0)]
         age = np.where(created == UNKNOWN_TIME, np.nan, (now[:, None] - created) / _DAY_US)
         columns = [

@@ -10,8 +10,6 @@ source ends. If no tree helps, the ranker is the prior alone.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 from pydantic import Field
 
@@ -39,9 +37,9 @@ class RankerConfig(ConfigModel):
     #: the nDCG cut-off lambdarank optimises and early stopping watches
     eval_at: int = Field(default=10, ge=1)
     threads: int = Field(default=2, ge=1)
-    #: the source whose ranking the trees correct: ``auto`` (the best on validation queries), ``none``, or a
-    #: source's name
-    base: Literal["auto", "none"] | str = "auto"
+    #: the source whose ranking the trees correct: ``auto`` (the best on validation queries), a source's name,
+    #: or None (the trees start from nothing)
+    base: str | None = "auto"
     #: how strongly the prior holds: trees override a rank gap of ``log2`` ratio 1 with this much score
     base_weight: float = Field(default=1.0, gt=0)
 
@@ -94,7 +92,7 @@ class LightGBMRanker:
         cfg = self.config
         assert self.schema is not None
         sources = [n.removesuffix("_rank") for n in self.schema.names if n.endswith("_rank")]
-        if cfg.base == "none":
+        if cfg.base is None:
             return None
         if cfg.base != "auto":
             if cfg.base not in sources:

@@ -63,6 +63,8 @@ class SplitConfig(ConfigModel):
     #: label windows pooled into one training set (see :func:`inner_split`); each refits the sources on its
     #: own inner side, so training time grows with it
     windows: int = Field(default=1, ge=1)
+    #: ``newest`` / ``global``: the validation users' older windows are training queries too (see training_data)
+    validation_history: bool = True
 
 
 @dataclass(frozen=True)
@@ -145,22 +147,30 @@ def training_data(
     split: SplitConfig,
     labels: LabelConfig,
     seed: int,
+    on_fitted: Callable[[int, CandidateGenerator], object] | None = None,
 ) -> tuple[RankingData, RankingData, CandidateGenerator]:
     """Training and validation data from ``split.windows`` inner splits of ``snapshot``; also the generator
     fitted on the newest window's inner side (its score scales are the ones the ranker learns).
+    ``on_fitted(window, generator)`` is called as soon as a window's generator is fitted.
 
     Users are split once into training and validation users (a seeded draw per user), the same in every
-    window; validation queries come from the newest window only, training queries from every window."""
+    window; validation queries come from the newest window only, training queries from every window. With
+    ``split.validation_history`` (and ``newest`` or ``global`` windows) the validation users' older windows
+    train too: early stopping then watches a window later than anything those users trained with."""
     validation_user = np.random.default_rng(seed).random(snapshot.n_users) < split.validation_users
     devices = event_devices(snapshot)
     train_parts, valid_part, newest = [], None, None
     for window in range(split.windows):
         own = builder if window == 0 else FeatureBuilder(builder.config)  # window 0's builder serves the schema
-        x, y, rows, users, gen = _window(snapshot, make_generator, own, split, labels, seed, window, devices)
+        x, y, rows, users, gen = _window(snapshot, make_generator, own, split, labels, seed, window, devices,
+                                         on_fitted)  # fmt: skip
         if window == 0:
             newest = gen
             valid_part = _rows(x, y, rows[1], users, validation_user[users] & rows[2], window)
-        train_parts.append(_rows(x, y, rows[0], users, ~validation_user[users] & rows[2], window))
+        trains = ~validation_user[users]
+        if window > 0 and split.kind != "random" and split.validation_history:
+            trains[:] = True  # older than every validation label: the validation window stays later than training
+        train_parts.append(_rows(x, y, rows[0], users, trains & rows[2], window))
         del x
     train = _concat(train_parts)
     if not len(train.groups):
@@ -181,12 +191,15 @@ def _window(
     seed: int,
     window: int,
     devices: list[str],
+    on_fitted: Callable[[int, CandidateGenerator], object] | None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, CandidateGenerator]:
     """One window's features and labels: ``rows`` = (training rows, validation rows, useful queries)."""
     held, kept, cut = inner_split(snapshot, split, seed, window)
     t0 = int(cut[0]) if split.kind == "global" and len(cut) else None  # the inner snapshot ends at t0
     inner = snapshot.restricted(kept, cutoff_us=t0, user_cut_us=cut)
     generator = make_generator().fit(inner)
+    if on_fitted is not None:
+        on_fitted(window, generator)
     builder.fit(generator, inner, devices=devices)
     table = snapshot.interactions[held]
     grade = _grades(table, labels)

@@ -77,3 +77,23 @@ def test_one_user_at_a_time_gets_the_rows_of_the_batch(small_world: Dataset, nam
         gaps = np.abs(np.diff(ranked)) > 1e-4 * np.abs(ranked[1:])
         distinct = (np.r_[True, gaps] & np.r_[gaps, True] & np.isfinite(ranked))[:30]  # tied items may swap
         np.testing.assert_array_equal(ids[0][:30][distinct], batch_ids[row][:30][distinct])
+
+
+def test_als_warm_started_from_a_fit_on_part_of_the_data_continues_from_its_factors(small_world: Dataset) -> None:
+    from tastemaker.candidates.als import ALS, ALSConfig
+
+    snap = Snapshot.from_dataset(small_world)
+    keep = np.random.default_rng(0).random(len(snap.interactions)) < 0.8
+    config = ALSConfig(factors=16, iterations=10, warm_iterations=1)
+    part = ALS(config, seed=1).fit(snap.restricted(keep))
+    warm = ALS(config, seed=1).warm_from(part).fit(snap)
+    cold = ALS(config.model_copy(update={"iterations": 1}), seed=1).fit(snap)
+    assert warm.model.iterations == 1
+    # one iteration from the part's factors stays near them; one iteration from random factors does not
+    near = np.abs(warm.item_factors - part.item_factors).mean()
+    assert near < 0.5 * np.abs(cold.item_factors - part.item_factors).mean()
+    # another config, or other indices, start cold
+    other = ALS(config.model_copy(update={"factors": 8}), seed=1).warm_from(part).fit(snap)
+    assert other.model.iterations == config.iterations
+    warm.fit(snap)  # a warm start applies to one fit only
+    assert warm.model.iterations == config.iterations

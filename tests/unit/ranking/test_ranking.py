@@ -270,7 +270,7 @@ def _toy_schema() -> FeatureSchema:
 def test_our_ndcg_is_lightgbms() -> None:
     rng = np.random.default_rng(0)
     train, valid = _ranked_data(rng, 60, perfect=False), _ranked_data(rng, 20, perfect=False)
-    ranker = LightGBMRanker(RankerConfig(base="none", max_rounds=15), seed=1).fit(train, valid, _toy_schema())
+    ranker = LightGBMRanker(RankerConfig(base=None, max_rounds=15), seed=1).fit(train, valid, _toy_schema())
     raw = ranker.booster.predict(valid.x, num_iteration=ranker.booster.best_iteration)
     assert ndcg(raw, valid.y, valid.groups, 10) == pytest.approx(ranker.validation_score(), abs=1e-9)
 
