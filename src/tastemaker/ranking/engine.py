@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
+from threadpoolctl import threadpool_limits
 
 from tastemaker.candidates.base import CandidateSource, History
 from tastemaker.candidates.merge import CandidateGenerator, Candidates, MergeConfig
@@ -66,10 +67,13 @@ class Engine(CandidateSource):
         clock = time.perf_counter  # durations for the manifest, not "now"
         started = clock()
         seconds: dict[str, float] = {}
-        with ThreadPoolExecutor(1) as pool:
-            # serving sources refit on everything, starting from the inner fit where they can (ALS: a few
-            # iterations from the inner factors), beside the training set's features (BLAS, FAISS and sparse
-            # kernels release the GIL)
+        # serving sources refit on everything, starting from the inner fit where they can (ALS: a few
+        # iterations from the inner factors), beside the training set's features (BLAS, FAISS and sparse
+        # kernels release the GIL). BLAS is held at one thread for the whole fit: a thread count that moved
+        # while the other thread computes (implicit limits it per fit) would change its floating-point sums,
+        # and with them the fit
+        with threadpool_limits(1, "blas"), ThreadPoolExecutor(1) as pool:
+
             def inner_fitted(window: int, generator: CandidateGenerator) -> None:
                 seconds[f"inner_sources_{window}"] = round(clock() - started, 2)
                 if window == 0 and cfg.serve == "refit":
