@@ -90,6 +90,7 @@ class ContentSource(CandidateSource):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_encoder"] = None  # a language model is loaded again from its package, not pickled
+        state.pop("_memo", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -98,6 +99,8 @@ class ContentSource(CandidateSource):
             self._encoder = _load_minilm()
 
     def _items_added(self, items: np.ndarray, frame: pd.DataFrame) -> None:
+        self._memo = None
+
         def column(name: str) -> list[Any]:
             return frame[name].tolist() if name in frame else [None] * len(frame)
 
@@ -120,7 +123,19 @@ class ContentSource(CandidateSource):
         return ids, scores
 
     def profiles(self, users: np.ndarray) -> np.ndarray:
-        """Unit profile vectors of ``users`` (zero rows for users with no history)."""
+        """Unit profile vectors of ``users`` (zero rows for users with no history); read-only. The last call's
+        answer is kept: a request asks twice (its candidates, then the ranker's content similarity)."""
+        users = np.asarray(users)
+        memo = getattr(self, "_memo", None)
+        fresh = memo is not None and memo[1] is self._user_items and memo[2] is self._user_last
+        if fresh and np.array_equal(memo[0], users):
+            return memo[3]
+        found = self._profiles(users)
+        found.flags.writeable = False
+        self._memo = (users.copy(), self._user_items, self._user_last, found)  # replaced whole: thread-safe
+        return found
+
+    def _profiles(self, users: np.ndarray) -> np.ndarray:
         weights = self.user_rows(users).nonzero()
         rows, cols, w = weights.row_ids(), weights.indices, weights.data.astype(np.float64)
         if not len(rows):  # nobody in the batch has history

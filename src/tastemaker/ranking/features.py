@@ -95,6 +95,13 @@ class FeatureBuilder:
         self._span = int(seconds.max() - self._first_s) + 1 if len(seconds) else 1
         items = table["item_idx"].to_numpy().astype(np.int64)
         self._starts = np.sort(items * (self._span + 1) + (seconds - self._first_s))
+        # requests at or after the snapshot's end (serving) only count the last 30 days: a smaller array
+        self._end_s = snapshot.end_us // 1_000_000 - self._first_s
+        self._recent = self._starts[(self._starts % (self._span + 1)) >= self._end_s - 30 * 86_400]
+        self._total = np.bincount(items, minlength=snapshot.n_items).astype(np.float64)
+        self._item_first = np.cumsum(self._total) - self._total
+        recent_items = self._recent // (self._span + 1)
+        self._recent_end = np.cumsum(np.bincount(recent_items, minlength=snapshot.n_items))  # per item
         self._n_items = snapshot.n_items
         self._created = snapshot.item_created_at_us.astype(np.float64)
         self._item = {"item_available": snapshot.item_available.astype(np.float32)}
@@ -194,14 +201,19 @@ class FeatureBuilder:
         base = np.where(inside, items, 0).astype(np.int64) * (self._span + 1)
         now_s = now[:, None, None] // 1_000_000 - self._first_s
         back = np.array([30 * 86_400, 7 * 86_400, 0])
-        keys = (base[:, :, None] + np.clip(now_s - back, 0, self._span)).ravel()
-        order = np.argsort(keys, kind="stable")  # sorted keys search faster (each starts from the last)
-        found = np.empty(len(keys), np.float64)
-        found[order] = np.searchsorted(self._starts, keys[order])
-        found = found.reshape(*items.shape, 3)
-        before_now = found[:, :, 2]
-        week = before_now - found[:, :, 1]
-        month = before_now - found[:, :, 0]
+        if (now_s >= self._end_s).all():  # serving: everything is before now; windows reach the last 30 days
+            keys = (base[:, :, None] + np.clip(now_s - back[:2], 0, self._span)).ravel()
+            found = np.searchsorted(self._recent, keys).astype(np.float64).reshape(*items.shape, 2)
+            before_now = self._total[np.where(inside, items, 0)]
+            ends = self._recent_end[np.where(inside, items, 0)]  # each item's end in the recent array
+            week, month = ends - found[:, :, 1], ends - found[:, :, 0]
+        else:
+            keys = (base[:, :, None] + np.clip(now_s - back, 0, self._span)).ravel()
+            found = np.searchsorted(self._starts, keys).astype(np.float64).reshape(*items.shape, 3)
+            first = self._item_first[np.where(inside, items, 0)]  # where each item's entries begin
+            before_now = found[:, :, 2] - first
+            week = found[:, :, 2] - found[:, :, 1]
+            month = found[:, :, 2] - found[:, :, 0]
         created = self._created[np.where(inside, items, 0)]
         age = np.where(created == UNKNOWN_TIME, np.nan, (now[:, None] - created) / _DAY_US)
         columns = [

@@ -290,3 +290,26 @@ def test_the_trees_boost_from_the_best_sources_ranking_and_never_end_below_it() 
         _ranked_data(rng, 200, False), _ranked_data(rng, 50, False), schema
     )
     assert not noisy.prior_only and noisy.validation_score() > noisy.prior_score + 0.2
+
+
+@pytest.mark.parametrize("days_after_end", [-20.0, -3.5, 0.0, 2.0, 40.0])
+def test_item_popularity_counts_the_users_who_started_on_the_item_before_now(
+    snap: Snapshot, days_after_end: float
+) -> None:
+    gen = make_generator().fit(snap)
+    builder = FeatureBuilder().fit(gen, snap)
+    users = np.arange(0, 40, 4)
+    found = gen.generate(users, exclude=snap.matrix[users])
+    now = snap.end_us + int(days_after_end * 86_400 * 1_000_000)
+    x = builder.compute(users, found, [Context(now_us=now)] * len(users))
+    names = builder.names
+    start_s = snap.interactions["timestamp_us"].to_numpy() // 1_000_000
+    item = snap.interactions["item_idx"].to_numpy()
+    now_s = now // 1_000_000
+    for days, name in ((7, "item_popularity_7d"), (30, "item_popularity_30d"), (None, "item_popularity_all")):
+        inside = start_s < now_s
+        if days is not None:
+            inside &= start_s >= now_s - days * 86_400
+        expected = np.log1p(np.bincount(item[inside], minlength=snap.n_items))
+        valid = found.items >= 0
+        np.testing.assert_allclose(x[..., names.index(name)][valid], expected[found.items[valid]], rtol=1e-6)
