@@ -24,7 +24,7 @@ from tastemaker.candidates.merge import SOURCES, CandidateGenerator
 from tastemaker.data import Dataset, load_dataset
 from tastemaker.data.splits import split
 from tastemaker.evaluation import evaluate
-from tastemaker.evaluation.models import INNER_SPLIT, MODELS
+from tastemaker.evaluation.models import MODELS, engine_config
 
 
 def train_side(dataset: Dataset, protocol: str, seed: int) -> Dataset:
@@ -71,9 +71,8 @@ def main() -> None:
     def register(protocol: str) -> None:
         for i, point in enumerate(points):
             values = base.config.model_dump()
-            if args.source == "engine":  # the engine as the harness builds it (models._engine)
-                values["split"]["kind"] = INNER_SPLIT[protocol]
-                values["labels"]["high_rating"] = None
+            if args.source == "engine":  # the engine as the harness builds it under this protocol
+                values = engine_config(protocol).model_dump()
             for key, value in point.items():  # "quotas.als" sets values["quotas"]["als"]
                 *path, last = key.split(".")
                 target = values

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tastemaker.candidates import CandidateSource, ImplicitALS, Popularity, RandomSource
 from tastemaker.candidates.merge import SOURCES, CandidateGenerator
 from tastemaker.errors import UnknownNameError
 
-__all__ = ["MODELS", "make_model"]
+if TYPE_CHECKING:
+    from tastemaker.ranking import EngineConfig
+
+__all__ = ["MODELS", "engine_config", "make_model"]
 
 #: name -> factory taking the run's seed
 MODELS: dict[str, Callable[[int], CandidateSource]] = {
@@ -25,15 +29,26 @@ MODELS: dict[str, Callable[[int], CandidateSource]] = {
 INNER_SPLIT = {"recommenders": "random", "temporal": "newest", "leave-last": "newest", "global-time": "newest"}
 
 
-def _engine(seed: int, protocol: str | None = None) -> CandidateSource:
-    from tastemaker.ranking import Engine, EngineConfig, LabelConfig, SplitConfig  # LightGBM loads when asked
+def engine_config(protocol: str | None = None) -> EngineConfig:
+    """The engine as the harness evaluates it under ``protocol`` (each choice made on validation splits with
+    ``scripts/tune_sources.py engine``; docs/EVALUATION.md lists them)."""
+    from tastemaker.ranking import EngineConfig, FeatureConfig, LabelConfig, SplitConfig  # LightGBM loads late
 
-    split = SplitConfig(kind=INNER_SPLIT.get(protocol or "", "newest"))
+    # the inner split is shaped like the protocol's; three label windows pooled (validation: 3 > 1)
+    split = SplitConfig(kind=INNER_SPLIT.get(protocol or "", "newest"), windows=3)
     # the harness counts every held-out rating relevant, so the ranker learns the same (ungraded) relevance; on
-    # validation this beat grading ratings >= 4 higher (`scripts/tune_sources.py engine --grid
-    # labels.high_rating=4.0,99`)
+    # validation this beat grading ratings >= 4 higher
     labels = LabelConfig(high_rating=None)
-    return Engine(EngineConfig(split=split, labels=labels), seed=seed)
+    # a random split has no time: item statistics at the train side's end (validation: 0.2259 vs 0.2186 at
+    # each user's now)
+    features = FeatureConfig(item_time="snapshot-end" if split.kind == "random" else "now")
+    return EngineConfig(split=split, labels=labels, features=features)
+
+
+def _engine(seed: int, protocol: str | None = None) -> CandidateSource:
+    from tastemaker.ranking import Engine
+
+    return Engine(engine_config(protocol), seed=seed)
 
 
 def make_model(name: str, seed: int, protocol: str | None = None) -> CandidateSource:

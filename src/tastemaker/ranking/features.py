@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -65,6 +65,9 @@ class FeatureConfig(ConfigModel):
     #: numeric item attributes the model may use (each becomes a feature ``item_KEY``; NaN where an item
     #: lacks it), e.g. ``duration``: with the context features they let a ranker learn "short on mobile"
     item_keys: list[str] = Field(default_factory=list)
+    #: when item popularity, trend and age are counted: before each request's ``now`` (what serving sees), or
+    #: at the snapshot's end for every request (for offline protocols without time, e.g. a random split)
+    item_time: Literal["now", "snapshot-end"] = "now"
 
 
 class FeatureSchema(ConfigModel):
@@ -96,6 +99,7 @@ class FeatureBuilder:
         items = table["item_idx"].to_numpy().astype(np.int64)
         self._starts = np.sort(items * (self._span + 1) + (seconds - self._first_s))
         # requests at or after the snapshot's end (serving) only count the last 30 days: a smaller array
+        self._end_us = snapshot.end_us
         self._end_s = snapshot.end_us // 1_000_000 - self._first_s
         self._recent = self._starts[(self._starts % (self._span + 1)) >= self._end_s - 30 * 86_400]
         self._total = np.bincount(items, minlength=snapshot.n_items).astype(np.float64)
@@ -175,7 +179,8 @@ class FeatureBuilder:
         now = np.array([c.now_us for c in contexts], dtype=np.int64)
         declared = {f"item_{key}" for key in self.config.item_keys}
         parts = [self._source_features(candidates)]
-        parts += self._item_features(safe, now)
+        item_now = now if self.config.item_time == "now" else np.full_like(now, self._end_us)
+        parts += self._item_features(safe, item_now)
         parts += [self._gather(self._item["item_available"], safe)]
         parts += self._user_features(users, now, items.shape[1])
         parts += self._user_item_features(users, safe, now)

@@ -17,6 +17,7 @@ from tastemaker.ranking import (
     Engine,
     EngineConfig,
     FeatureBuilder,
+    FeatureConfig,
     FeatureSchema,
     LabelConfig,
     LightGBMRanker,
@@ -313,3 +314,16 @@ def test_item_popularity_counts_the_users_who_started_on_the_item_before_now(
         expected = np.log1p(np.bincount(item[inside], minlength=snap.n_items))
         valid = found.items >= 0
         np.testing.assert_allclose(x[..., names.index(name)][valid], expected[found.items[valid]], rtol=1e-6)
+
+
+def test_item_statistics_at_the_snapshot_end_ignore_the_requests_now(snap: Snapshot) -> None:
+    gen = make_generator().fit(snap)
+    users = np.arange(0, 40, 4)
+    found = gen.generate(users, exclude=snap.matrix[users])
+    at_end = FeatureBuilder(FeatureConfig(item_time="snapshot-end")).fit(gen, snap)
+    at_now = FeatureBuilder().fit(gen, snap)
+    early = [Context(now_us=snap.end_us - 20 * 86_400_000_000)] * len(users)
+    columns = [at_now.names.index(n) for n in ("item_popularity_7d", "item_popularity_all", "item_age_days")]
+    fixed = at_end.compute(users, found, early)[..., columns]
+    np.testing.assert_array_equal(fixed, at_now.compute(users, found, [Context(now_us=snap.end_us)] * 10)[..., columns])
+    assert not np.array_equal(fixed, at_now.compute(users, found, early)[..., columns], equal_nan=True)
