@@ -217,12 +217,37 @@ class CandidateGenerator(CandidateSource):
 
         parts = [ask(s) for s in range(len(names))]
         fusion = self.config.fusion_k if self.config.rule == "fusion" else None
-        merged = _merge(parts, names, total, tuple(int(q) for q in quotas), fusion, self.config.reserve)
+        chunks = [
+            _merge([tuple(a[i : i + _MERGE_ROWS] for a in part) for part in parts], names, total,
+                   tuple(int(q) for q in quotas), fusion, self.config.reserve)
+            for i in range(0, max(len(users), 1), _MERGE_ROWS)
+        ]  # fmt: skip
+        merged = chunks[0] if len(chunks) == 1 else _concat(chunks)
         if not seeds or "item_knn" not in names:
             return merged
         proposed = merged.ranks[:, :, names.index("item_knn")] >= 0
         found = self.because(users, np.where(proposed, merged.items, -1))
         return dataclasses.replace(merged, seed_items=found)
+
+
+#: users merged per sort: one sort over a big batch's every proposal is several times slower than many small ones
+_MERGE_ROWS = 256
+
+
+def _concat(chunks: list[Candidates]) -> Candidates:
+    width = max(c.items.shape[1] for c in chunks)
+
+    def pad(a: np.ndarray, fill: float) -> np.ndarray:
+        extra = width - a.shape[1]
+        return a if not extra else np.pad(a, [(0, 0), (0, extra)] + [(0, 0)] * (a.ndim - 2), constant_values=fill)
+
+    first = chunks[0]
+    return dataclasses.replace(
+        first,
+        items=np.concatenate([pad(c.items, -1) for c in chunks]),
+        scores=np.concatenate([pad(c.scores, np.nan) for c in chunks]),
+        ranks=np.concatenate([pad(c.ranks, -1) for c in chunks]),
+    )
 
 
 def _seeds(source: CandidateSource, users: np.ndarray, ids: np.ndarray) -> np.ndarray:
