@@ -136,19 +136,26 @@ class CandidateGenerator(CandidateSource):
             sources[name] = source
         return sources, skipped
 
-    def warm_from(self, previous: CandidateGenerator) -> CandidateGenerator:
+    def warm_from(self, previous: CandidateGenerator | Callable[[], CandidateGenerator]) -> CandidateGenerator:
         """Let each source that can (``warm_from``) start its next fit from ``previous``'s source of the same
-        name: ``previous`` fitted on part of the same snapshot (same indices), e.g. the ranker's inner split."""
+        name: ``previous`` fitted on part of the same snapshot (same indices), e.g. the ranker's inner split.
+        A callable is called (it may wait for that fit) only after the sources that cannot warm-start are
+        fitted, so those overlap with it."""
         self._warm = previous
         return self
 
     def _fit(self, snapshot: Snapshot) -> None:
         planned, self.skipped = self.plan(snapshot)
         warm, self._warm = getattr(self, "_warm", None), None
-        for name, source in planned.items():
-            if warm is not None and name in warm.sources and hasattr(source, "warm_from"):
-                source.warm_from(warm.sources[name])
-        self.sources: dict[str, CandidateSource] = {name: source.fit(snapshot) for name, source in planned.items()}
+        later = {name for name, source in planned.items() if warm is not None and hasattr(source, "warm_from")}
+        fitted = {name: source.fit(snapshot) for name, source in planned.items() if name not in later}
+        if later:
+            previous = warm() if callable(warm) else warm
+            for name in later:
+                if previous is not None and name in previous.sources:
+                    planned[name].warm_from(previous.sources[name])  # type: ignore[attr-defined]
+                fitted[name] = planned[name].fit(snapshot)
+        self.sources: dict[str, CandidateSource] = {name: fitted[name] for name in planned}  # config order
         if not self.sources:
             raise ConfigError(f"no candidate source could be fitted: {self.skipped}")
 

@@ -63,31 +63,37 @@ class Engine(CandidateSource):
         served = {name: cfg.merge.quotas[name] for name in serving.plan(snapshot)[0]}
         merge = cfg.merge.model_copy(update={"quotas": served})
         builder = FeatureBuilder(cfg.features)
-        refit: list[Future[CandidateGenerator]] = []
         clock = time.perf_counter  # durations for the manifest, not "now"
         started = clock()
         seconds: dict[str, float] = {}
-        # serving sources refit on everything, starting from the inner fit where they can (ALS: a few
-        # iterations from the inner factors), beside the training set's features (BLAS, FAISS and sparse
-        # kernels release the GIL). BLAS is held at one thread for the whole fit: a thread count that moved
-        # while the other thread computes (implicit limits it per fit) would change its floating-point sums,
-        # and with them the fit
+        inner_ready: Future[CandidateGenerator] = Future()
+        # the serving sources refit on everything in a second thread, from the start: those that cannot
+        # warm-start beside the inner fit, then ALS from the inner factors (a few iterations) beside the
+        # training set's features (BLAS, FAISS and sparse kernels release the GIL). BLAS is held at one thread
+        # for the whole fit: a thread count that moved while the other thread computes (implicit limits it
+        # per fit) would change its floating-point sums, and with them the fit
         with threadpool_limits(1, "blas"), ThreadPoolExecutor(1) as pool:
+            refit = pool.submit(serving.warm_from(inner_ready.result).fit, snapshot) if cfg.serve == "refit" else None
 
             def inner_fitted(window: int, generator: CandidateGenerator) -> None:
                 seconds[f"inner_sources_{window}"] = round(clock() - started, 2)
-                if window == 0 and cfg.serve == "refit":
-                    refit.append(pool.submit(serving.warm_from(generator).fit, snapshot))
+                if window == 0:
+                    inner_ready.set_result(generator)
 
-            train, valid, inner = training_data(
-                snapshot, lambda: CandidateGenerator(merge, seed=self.seed), builder, split=cfg.split,
-                labels=cfg.labels, seed=self.seed, on_fitted=inner_fitted,
-            )  # fmt: skip
+            try:
+                train, valid, inner = training_data(
+                    snapshot, lambda: CandidateGenerator(merge, seed=self.seed), builder, split=cfg.split,
+                    labels=cfg.labels, seed=self.seed, on_fitted=inner_fitted,
+                )  # fmt: skip
+            except BaseException as exc:
+                if not inner_ready.done():  # the refit waits for it: let it fail rather than wait forever
+                    inner_ready.set_exception(exc)
+                raise
             seconds["training_set"] = round(clock() - started, 2)
             schema = builder.schema()
             self.ranker = LightGBMRanker(cfg.ranker, seed=self.seed).fit(train, valid, schema)
             seconds["ranker"] = round(clock() - started, 2)
-            self.generator = refit[0].result() if refit else serving
+            self.generator = refit.result() if refit is not None else serving
             seconds["serving_sources"] = round(clock() - started, 2)
         if cfg.serve == "fold-in":
             _, kept, _ = inner_split(snapshot, cfg.split, self.seed)

@@ -327,3 +327,31 @@ def test_item_statistics_at_the_snapshot_end_ignore_the_requests_now(snap: Snaps
     fixed = at_end.compute(users, found, early)[..., columns]
     np.testing.assert_array_equal(fixed, at_now.compute(users, found, [Context(now_us=snap.end_us)] * 10)[..., columns])
     assert not np.array_equal(fixed, at_now.compute(users, found, early)[..., columns], equal_nan=True)
+
+
+def test_a_failed_training_set_fails_the_fit_instead_of_leaving_the_serving_refit_waiting(
+    snap: Snapshot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The serving refit waits for the inner fit (to warm-start ALS); if the training set fails before that
+    fit exists, the fit must raise, not wait forever."""
+    import threading
+
+    from tastemaker.ranking import training
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the inner split failed")
+
+    monkeypatch.setattr(training, "inner_split", broken)
+    outcome: list[BaseException] = []
+
+    def fit() -> None:
+        try:
+            Engine(EngineConfig(merge=SMALL), seed=1).fit(snap)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome.append(exc)
+
+    worker = threading.Thread(target=fit, daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the fit hung"
+    assert outcome and "the inner split failed" in str(outcome[0])
