@@ -90,10 +90,12 @@ def to_interactions(events: pd.DataFrame, config: SnapshotConfig) -> pd.DataFram
     rated = np.where(types == config.rating_type, value, np.nan)
     ev = ev.loc[keep].assign(weight=weight[keep], rating=rated[keep], position=np.flatnonzero(keep))
     ev = ev.sort_values("timestamp_us", kind="stable")  # so "last" means the latest in time
-    grouped = ev.groupby(["user_id", "item_id"], sort=False)
     extra = {}
     if "context" in ev and ev["context"].notna().any():  # where and how the pair began (device, declared keys)
+        empty = ev["context"].map(lambda c: not c or c == "{}")  # "first" skips only nulls: empty ones are null
+        ev = ev.assign(context=ev["context"].where(~empty.astype(bool), None))
         extra["context"] = ("context", "first")
+    grouped = ev.groupby(["user_id", "item_id"], sort=False)
     out = grouped.agg(
         weight=("weight", config.aggregate),
         rating=("rating", "last"),

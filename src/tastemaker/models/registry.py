@@ -89,7 +89,8 @@ def save_engine(engine: Engine, root: str | Path, *, clock: Clock | None = None)
             "base_only": engine.ranker.prior_only,
             "trees": engine.ranker.booster.num_trees(),
         },  # fmt: skip
-        "feature_importance": engine.ranker.importances(),
+        # serving ignores the trees when none beat the base ranking on validation: no importance to show then
+        "feature_importance": {} if engine.ranker.prior_only else engine.ranker.importances(),
         "sources": list(engine.generator.sources),
         "skipped_sources": engine.generator.skipped,
         "libraries": {**_versions(), "python": platform.python_version()},

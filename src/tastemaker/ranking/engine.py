@@ -88,7 +88,7 @@ class Engine(CandidateSource):
             except BaseException as exc:
                 if not inner_ready.done():  # the refit waits for it: let it fail rather than wait forever
                     inner_ready.set_exception(exc)
-                raise
+                raise  # (a refit already under way finishes first: the pool waits for it on the way out)
             seconds["training_set"] = round(clock() - started, 2)
             schema = builder.schema()
             self.ranker = LightGBMRanker(cfg.ranker, seed=self.seed).fit(train, valid, schema)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tastemaker.candidates.merge import CandidateGenerator, Candidates
 from tastemaker.config import ConfigModel
@@ -43,10 +43,16 @@ class Context:
     now_us: int
     device: str | None = None
     values: dict[str, float] = field(default_factory=dict)
+    #: the instant hour and weekday are read from when it is not ``now_us``: a training query whose
+    #: statistics are cut at one t0 answers label events that came later, each at its own hour
+    clock_us: int | None = None
 
     @classmethod
-    def of_event(cls, now_us: int, context: dict[str, Any] | None, keys: Sequence[str] = ()) -> Context:
-        """The context an event was recorded in (``{"device": ..., KEY: number}``); other entries are ignored."""
+    def of_event(
+        cls, now_us: int, context: dict[str, Any] | None, keys: Sequence[str] = (), *, at_us: int | None = None
+    ) -> Context:
+        """The context an event (at ``at_us``) was recorded in (``{"device": ..., KEY: number}``); other entries
+        are ignored."""
         context = context or {}
         device = context.get("device")
         values = {}
@@ -54,7 +60,8 @@ class Context:
             value = context.get(key)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 values[key] = float(value)
-        return cls(now_us=int(now_us), device=None if device is None else str(device), values=values)
+        device = None if device is None else str(device)
+        return cls(now_us=int(now_us), device=device, values=values, clock_us=None if at_us is None else int(at_us))
 
 
 class FeatureConfig(ConfigModel):
@@ -68,6 +75,18 @@ class FeatureConfig(ConfigModel):
     #: when item popularity, trend and age are counted: before each request's ``now`` (what serving sees), or
     #: at the snapshot's end for every request (for offline protocols without time, e.g. a random split)
     item_time: Literal["now", "snapshot-end"] = "now"
+
+    @field_validator("context_keys", "item_keys")
+    @classmethod
+    def _not_reserved(cls, keys: list[str]) -> list[str]:
+        reserved = {"hour_sin", "hour_cos", "weekday", "device", "popularity_7d", "popularity_30d",
+                    "popularity_all", "trend", "age_days", "available"}  # fmt: skip
+        for key in keys:
+            if key in reserved or key.endswith(("_rank", "_score", "_proposed")) or not key.isidentifier():
+                raise ValueError(f"{key!r} would collide with a built-in feature name; name it otherwise")
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"keys repeat: {keys}")
+        return keys
 
 
 class FeatureSchema(ConfigModel):
@@ -153,7 +172,7 @@ class FeatureBuilder:
             ("category_recency_days", "days since the user last interacted with an item of the item's categories"),
             ("content_similarity", "cosine of the item's content vector with the user's recent-history profile"),
             ("als_dot", "ALS user vector · item vector"),
-            ("context_hour_sin", "sine of the request's hour of day (UTC)"),
+            ("context_hour_sin", "sine of the request's hour of day (UTC; a training query's: its first label's)"),
             ("context_hour_cos", "cosine of the request's hour of day (UTC)"),
             ("context_weekday", "the request's weekday, 0 = Monday (categorical)"),
             ("context_device", "the request's device, an index into the schema's devices (categorical)"),
@@ -307,7 +326,7 @@ class FeatureBuilder:
         return np.where(inside & known[:, None], dot, np.nan)
 
     def _context_features(self, contexts: Sequence[Context], width: int) -> list[np.ndarray]:
-        now = np.array([c.now_us for c in contexts], dtype=np.int64)
+        now = np.array([c.now_us if c.clock_us is None else c.clock_us for c in contexts], dtype=np.int64)
         hour = (now // 3_600_000_000) % 24 + (now % 3_600_000_000) / 3.6e9
         weekday = ((now // _DAY_US) + 3) % 7  # 1970-01-01 was a Thursday
         code = {d: i for i, d in enumerate(self._devices)}

@@ -234,13 +234,12 @@ def event_devices(snapshot: Snapshot) -> list[str]:
 
 
 def _label_contexts(table: pd.DataFrame, users: np.ndarray, cut: np.ndarray, keys: Sequence[str]) -> list[Context]:
-    """Each query's context: "now" is the user's cut; device and declared keys are those of the user's
-    first held-out interaction (the request those labels answered)."""
-    if "context" not in table:
-        return [Context(now_us=int(cut[u])) for u in users]
+    """Each query's context: "now" is the user's cut; hour and weekday, device and declared keys are those of
+    the user's first held-out interaction (the request those labels answered)."""
     first = table.sort_values("timestamp_us", kind="stable").drop_duplicates("user_idx")
-    found = dict(zip(first["user_idx"].to_numpy(), first["context"], strict=True))
-    return [Context.of_event(int(cut[u]), found.get(u), keys) for u in users]
+    when = dict(zip(first["user_idx"].to_numpy(), first["timestamp_us"].to_numpy(np.int64), strict=True))
+    found = dict(zip(first["user_idx"].to_numpy(), first["context"], strict=True)) if "context" in table else {}
+    return [Context.of_event(int(cut[u]), found.get(u), keys, at_us=when.get(u)) for u in users]
 
 
 def _grades(table: pd.DataFrame, labels: LabelConfig) -> np.ndarray:

@@ -120,3 +120,16 @@ def test_store_snapshot_equals_frame_snapshot(tmp_path, small_world: Dataset) ->
     assert (from_store.matrix != from_frames.matrix).nnz == 0
     assert np.array_equal(from_store.user_last_active_us, from_frames.user_last_active_us)
     assert np.array_equal(from_store.item_created_at_us, from_frames.item_created_at_us)
+
+
+def test_a_pair_keeps_its_first_non_empty_event_context() -> None:
+    events = pd.DataFrame({
+        "event_id": ["a", "b", "c", "d"], "user_id": ["u", "u", "u", "v"], "item_id": ["i", "i", "j", "i"],
+        "type": "view", "value": np.nan, "timestamp_us": np.array([1, 2, 3, 4], dtype=np.int64) * 1_000_000,
+        "context": ["{}", '{"device": "mobile"}', None, {"device": "tv"}],
+    })  # fmt: skip
+    snap = Snapshot.from_frames(events)
+    table = snap.interactions
+    found = {(snap.user_ids[u], snap.item_ids[i]): c for u, i, c in
+             zip(table["user_idx"], table["item_idx"], table["context"], strict=True)}  # fmt: skip
+    assert found == {("u", "i"): {"device": "mobile"}, ("u", "j"): None, ("v", "i"): {"device": "tv"}}

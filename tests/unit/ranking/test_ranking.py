@@ -76,12 +76,12 @@ def test_features_are_one_array_over_every_candidate(snap: Snapshot) -> None:
     assert ((affinity >= 0) & (affinity <= 1.0 + 1e-6)).all()
 
 
-@pytest.mark.parametrize("windows", [1, 2])
-def test_no_feature_reads_an_interaction_at_or_after_the_users_cut(snap: Snapshot, windows: int) -> None:
-    """Change every held-out interaction's item: the features of the training set stay the same to the bit,
-    the labels do not (with two windows, the older window's features do not see the newer labels either)."""
+@pytest.mark.parametrize(("windows", "window"), [(1, 0), (2, 0), (2, 1)])
+def test_no_feature_reads_an_interaction_at_or_after_the_users_cut(snap: Snapshot, windows: int, window: int) -> None:
+    """Change every label of window ``window``: the features of that window's queries (and of older windows')
+    stay the same to the bit, the labels do not. (A newer window may see an older window's labels.)"""
     split = SplitConfig(negatives=None, windows=windows)  # every candidate: sampled negatives follow the labels
-    held, kept, cut = inner_split(snap, split, seed=5)
+    held, kept, cut = inner_split(snap, split, seed=5, window=window)
     assert not (held & kept).any()
     table = snap.interactions
     assert held.any() and (table["timestamp_us"].to_numpy()[held] >= cut[table["user_idx"].to_numpy()[held]]).all()
@@ -97,7 +97,8 @@ def test_no_feature_reads_an_interaction_at_or_after_the_users_cut(snap: Snapsho
     # queries are (window, user) with a positive among the candidates
     key_a, key_b = a.windows * 1_000_000 + a.users, b.windows * 1_000_000 + b.users
     common = np.intersect1d(key_a, key_b)
-    assert len(common) > 20 and len(np.unique(common // 1_000_000)) == windows
+    common = common[common // 1_000_000 >= window]
+    assert len(common) > 20 and len(np.unique(common // 1_000_000)) == windows - window
     rows_a = np.repeat(key_a, a.groups)
     rows_b = np.repeat(key_b, b.groups)
     for key in common:
@@ -247,7 +248,7 @@ def test_an_older_window_hides_its_labels_and_everything_after_them(snap: Snapsh
     held1, kept1, cut1 = inner_split(snap, split, seed=3, window=1)
     assert held1.any() and not (held0 & held1).any() and not (held1 & kept1).any()
     assert not (kept1 & held0).any()  # the newer window's labels are hidden from the older window
-    assert (when[kept1] <= cut1[users[kept1]]).all()
+    assert (when[kept1] < cut1[users[kept1]]).all() if kind == "global" else (when[kept1] <= cut1[users[kept1]]).all()
     assert (when[held1] >= cut1[users[held1]]).all()
 
 
@@ -355,3 +356,27 @@ def test_a_failed_training_set_fails_the_fit_instead_of_leaving_the_serving_refi
     worker.join(timeout=120)
     assert not worker.is_alive(), "the fit hung"
     assert outcome and "the inner split failed" in str(outcome[0])
+
+
+def test_under_one_global_cut_each_query_keeps_the_hour_and_weekday_of_its_first_label(snap: Snapshot) -> None:
+    builder = FeatureBuilder()
+    split = SplitConfig(kind="global", negatives=None)
+    train, _, _ = training_data(snap, make_generator, builder, split=split, labels=LabelConfig(), seed=2)
+    names = builder.names
+    starts = np.cumsum(train.groups) - train.groups
+    hours = train.x[starts, names.index("context_hour_sin")]
+    assert len(np.unique(hours)) > 10  # not one value for everyone at t0
+    first = snap.interactions.sort_values("timestamp_us", kind="stable")
+    held, _, cut = inner_split(snap, split, seed=2)
+    first = first[held[first.index]].drop_duplicates("user_idx").set_index("user_idx")["timestamp_us"]
+    expected = [Context(now_us=int(first[u])) for u in train.users]
+    columns = FeatureBuilder._context_features(builder, expected, 1)
+    np.testing.assert_allclose(hours, columns[0][:, 0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("key", ["available", "als_rank", "device", "not a name"])
+def test_a_declared_key_may_not_collide_with_a_built_in_feature(key: str) -> None:
+    from tastemaker.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="collide"):
+        FeatureConfig.from_dict({"item_keys": [key]})
