@@ -210,7 +210,7 @@ def _window(
     if len(users) > split.max_users:
         users = np.sort(rng.choice(users, split.max_users, replace=False))
     found = generator.generate(users, exclude=inner.matrix[users])
-    contexts = _label_contexts(table, users, cut, builder.config.context_keys)
+    contexts = _label_contexts(table, users, cut, builder.config.context_keys, label_clock=split.kind == "global")
     x = builder.compute(users, found, contexts)
     key = pd.Series(grade, index=table["user_idx"].to_numpy().astype(np.int64) * snapshot.n_items + table["item_idx"])
     key = key.groupby(level=0).max()
@@ -233,11 +233,17 @@ def event_devices(snapshot: Snapshot) -> list[str]:
     return sorted({str(c["device"]) for c in snapshot.interactions["context"] if c and c.get("device") is not None})
 
 
-def _label_contexts(table: pd.DataFrame, users: np.ndarray, cut: np.ndarray, keys: Sequence[str]) -> list[Context]:
-    """Each query's context: "now" is the user's cut; hour and weekday, device and declared keys are those of
-    the user's first held-out interaction (the request those labels answered)."""
+def _label_contexts(
+    table: pd.DataFrame, users: np.ndarray, cut: np.ndarray, keys: Sequence[str], label_clock: bool
+) -> list[Context]:
+    """Each query's context: "now" is the user's cut; device and declared keys are those of the user's first
+    held-out interaction (the request those labels answered), and so are hour and weekday under one global
+    cut (``newest`` cuts at that interaction anyway; ``random`` labels are spread over the user's history,
+    so the cut — just after the latest kept interaction, where offline requests are asked — keeps them)."""
     first = table.sort_values("timestamp_us", kind="stable").drop_duplicates("user_idx")
     when = dict(zip(first["user_idx"].to_numpy(), first["timestamp_us"].to_numpy(np.int64), strict=True))
+    if not label_clock:
+        when = {}
     found = dict(zip(first["user_idx"].to_numpy(), first["context"], strict=True)) if "context" in table else {}
     return [Context.of_event(int(cut[u]), found.get(u), keys, at_us=when.get(u)) for u in users]
 
