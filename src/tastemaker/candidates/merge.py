@@ -147,7 +147,7 @@ class CandidateGenerator(CandidateSource):
     def _fit(self, snapshot: Snapshot) -> None:
         planned, self.skipped = self.plan(snapshot)
         warm, self._warm = getattr(self, "_warm", None), None
-        later = {name for name, source in planned.items() if warm is not None and hasattr(source, "warm_from")}
+        later = [name for name, source in planned.items() if warm is not None and hasattr(source, "warm_from")]
         fitted = {name: source.fit(snapshot) for name, source in planned.items() if name not in later}
         if later:
             previous = warm() if callable(warm) else warm
@@ -242,18 +242,12 @@ _MERGE_ROWS = 256
 
 
 def _concat(chunks: list[Candidates]) -> Candidates:
-    width = max(c.items.shape[1] for c in chunks)
-
-    def pad(a: np.ndarray, fill: float) -> np.ndarray:
-        extra = width - a.shape[1]
-        return a if not extra else np.pad(a, [(0, 0), (0, extra)] + [(0, 0)] * (a.ndim - 2), constant_values=fill)
-
-    first = chunks[0]
+    """Chunks of users merged apart, as one (every chunk is ``total`` wide)."""
     return dataclasses.replace(
-        first,
-        items=np.concatenate([pad(c.items, -1) for c in chunks]),
-        scores=np.concatenate([pad(c.scores, np.nan) for c in chunks]),
-        ranks=np.concatenate([pad(c.ranks, -1) for c in chunks]),
+        chunks[0],
+        items=np.concatenate([c.items for c in chunks]),
+        scores=np.concatenate([c.scores for c in chunks]),
+        ranks=np.concatenate([c.ranks for c in chunks]),
     )
 
 

@@ -55,11 +55,7 @@ class Context:
         are ignored."""
         context = context or {}
         device = context.get("device")
-        values = {}
-        for key in keys:
-            value = context.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                values[key] = float(value)
+        values = {key: float(context[key]) for key in keys if _is_number(context.get(key))}
         device = None if device is None else str(device)
         return cls(now_us=int(now_us), device=device, values=values, clock_us=None if at_us is None else int(at_us))
 
@@ -196,7 +192,6 @@ class FeatureBuilder:
         valid = items >= 0
         safe = np.where(valid, items, 0)
         now = np.array([c.now_us for c in contexts], dtype=np.int64)
-        declared = {f"item_{key}" for key in self.config.item_keys}
         parts = [self._source_features(candidates)]
         item_now = now if self.config.item_time == "now" else np.full_like(now, self._end_us)
         parts += self._item_features(safe, item_now)
@@ -204,7 +199,7 @@ class FeatureBuilder:
         parts += self._user_features(users, now, items.shape[1])
         parts += self._user_item_features(users, safe, now)
         parts += self._context_features(contexts, items.shape[1])
-        parts += [self._gather(self._item[name], safe) for name in sorted(declared, key=list(self._item).index)]
+        parts += [self._gather(self._item[f"item_{key}"], safe) for key in self.config.item_keys]
         out = np.concatenate([p if p.ndim == 3 else p[:, :, None] for p in parts], axis=2).astype(np.float32)
         out[~valid] = np.nan
         return out
@@ -346,10 +341,14 @@ def _numeric(attributes: Sequence[dict[str, Any]], key: str, n: int) -> np.ndarr
     """One numeric attribute per item; NaN where it is absent or not a number."""
     out = np.full(n, np.nan, np.float32)
     for i, attrs in enumerate(attributes[:n]):
-        value = attrs.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out[i] = value
+        if _is_number(attrs.get(key)):
+            out[i] = attrs[key]
     return out
+
+
+def _is_number(value: object) -> bool:
+    """A JSON number (a bool is not one)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _expand(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -159,54 +159,50 @@ def training_data(
     window; validation queries come from the newest window only, training queries from every window. With
     ``split.validation_history`` (and ``newest`` or ``global`` windows) the validation users' older windows
     train too: early stopping then watches a window later than anything those users trained with."""
-    validation_user = np.random.default_rng(seed).random(snapshot.n_users) < split.validation_users
-    devices = event_devices(snapshot)
-    train_parts, valid_part, newest = [], None, None
-    for window in range(split.windows):
-        own = builder if window == 0 else FeatureBuilder(builder.config)  # window 0's builder serves the schema
-        x, y, rows, users, gen = _window(snapshot, make_generator, own, split, labels, seed, window, devices,
-                                         on_fitted)  # fmt: skip
-        if window == 0:
-            newest = gen
-            valid_part = _rows(x, y, rows[1], users, validation_user[users] & rows[2], window)
-        trains = ~validation_user[users]
-        if window > 0 and split.kind != "random" and split.validation_history:
-            trains[:] = True  # older than every validation label: the validation window stays later than training
-        train_parts.append(_rows(x, y, rows[0], users, trains & rows[2], window))
-        del x
-    train = _concat(train_parts)
+    plan = _Plan(
+        snapshot, make_generator, split, labels, seed, on_fitted, devices=event_devices(snapshot),
+        validation_user=np.random.default_rng(seed).random(snapshot.n_users) < split.validation_users,
+    )  # fmt: skip
+    # window 0's builder serves the schema; older windows get their own
+    parts = [_window(plan, builder if w == 0 else FeatureBuilder(builder.config), w) for w in range(split.windows)]
+    train = _concat([train for train, _, _ in parts])
     if not len(train.groups):
         raise ConfigError(
             f"no training query: no user has {split.min_interactions}+ interactions with a held-out one among "
             "their candidates; the ranker needs more data (or a lower split.min_interactions)"
         )
-    assert valid_part is not None and newest is not None
-    return train, valid_part, newest
+    _, valid, newest = parts[0]
+    return train, valid, newest
 
 
-def _window(
-    snapshot: Snapshot,
-    make_generator: Callable[[], CandidateGenerator],
-    builder: FeatureBuilder,
-    split: SplitConfig,
-    labels: LabelConfig,
-    seed: int,
-    window: int,
-    devices: list[str],
-    on_fitted: Callable[[int, CandidateGenerator], object] | None,
-) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, CandidateGenerator]:
-    """One window's features and labels: ``rows`` = (training rows, validation rows, useful queries)."""
-    held, kept, cut = inner_split(snapshot, split, seed, window)
+@dataclass(frozen=True)
+class _Plan:
+    """What every window of one training set shares."""
+
+    snapshot: Snapshot
+    make_generator: Callable[[], CandidateGenerator]
+    split: SplitConfig
+    labels: LabelConfig
+    seed: int
+    on_fitted: Callable[[int, CandidateGenerator], object] | None
+    devices: list[str]
+    validation_user: np.ndarray  # per user: a validation user (the same in every window)
+
+
+def _window(plan: _Plan, builder: FeatureBuilder, window: int) -> tuple[RankingData, RankingData, CandidateGenerator]:
+    """One window's training and validation queries (validation ones only from window 0), and its generator."""
+    snapshot, split = plan.snapshot, plan.split
+    held, kept, cut = inner_split(snapshot, split, plan.seed, window)
     t0 = int(cut[0]) if split.kind == "global" and len(cut) else None  # the inner snapshot ends at t0
     inner = snapshot.restricted(kept, cutoff_us=t0, user_cut_us=cut)
-    generator = make_generator().fit(inner)
-    if on_fitted is not None:
-        on_fitted(window, generator)
-    builder.fit(generator, inner, devices=devices)
+    generator = plan.make_generator().fit(inner)
+    if plan.on_fitted is not None:
+        plan.on_fitted(window, generator)
+    builder.fit(generator, inner, devices=plan.devices)
     table = snapshot.interactions[held]
-    grade = _grades(table, labels)
+    grade = _grades(table, plan.labels)
     users = np.unique(table["user_idx"].to_numpy())
-    rng = np.random.default_rng(seed + window)
+    rng = np.random.default_rng(plan.seed + window)
     if len(users) > split.max_users:
         users = np.sort(rng.choice(users, split.max_users, replace=False))
     found = generator.generate(users, exclude=inner.matrix[users])
@@ -223,7 +219,12 @@ def _window(
         noise = np.where(rows & (y == 0), rng.random(y.shape), np.inf)
         kth = np.sort(noise, axis=1)[:, min(split.negatives, y.shape[1]) - 1 : min(split.negatives, y.shape[1])]
         rows &= (y > 0) | (noise <= kth)
-    return x, y, (rows, every, useful), users, generator
+    validating = plan.validation_user[users]
+    trains = ~validating
+    if window > 0 and split.kind != "random" and split.validation_history:
+        trains[:] = True  # older than every validation label: the validation window stays later than training
+    valid = _rows(x, y, every, users, validating & useful & (window == 0), window)  # validation ranks them all
+    return _rows(x, y, rows, users, trains & useful, window), valid, generator
 
 
 def event_devices(snapshot: Snapshot) -> list[str]:
@@ -241,9 +242,7 @@ def _label_contexts(
     cut (``newest`` cuts at that interaction anyway; ``random`` labels are spread over the user's history,
     so the cut — just after the latest kept interaction, where offline requests are asked — keeps them)."""
     first = table.sort_values("timestamp_us", kind="stable").drop_duplicates("user_idx")
-    when = dict(zip(first["user_idx"].to_numpy(), first["timestamp_us"].to_numpy(np.int64), strict=True))
-    if not label_clock:
-        when = {}
+    when = dict(zip(first["user_idx"], first["timestamp_us"].to_numpy(np.int64), strict=True)) if label_clock else {}
     found = dict(zip(first["user_idx"].to_numpy(), first["context"], strict=True)) if "context" in table else {}
     return [Context.of_event(int(cut[u]), found.get(u), keys, at_us=when.get(u)) for u in users]
 

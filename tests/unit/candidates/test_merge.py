@@ -134,3 +134,19 @@ def test_the_default_generator_serves_warm_cold_and_folded_in_users(world: Datas
     late = gen.generate(gen.user_index(["late"]))
     assert (late.ranks[0, :, got.sources.index("als")] >= 0).any()
     assert (late.ranks[0, :, got.sources.index("content")] >= 0).any()
+
+
+def test_a_batch_larger_than_one_merge_chunk_equals_its_users_merged_apart(world: Dataset) -> None:
+    from tastemaker.candidates.merge import _MERGE_ROWS
+
+    snap = Snapshot.from_dataset(world)
+    gen = CandidateGenerator(MergeConfig(total=60), seed=3).fit(snap)
+    users = np.arange(min(snap.n_users, _MERGE_ROWS + 90))
+    assert len(users) > _MERGE_ROWS
+    whole = gen.generate(users, exclude=snap.matrix[users])
+    for part in (users[:100], users[_MERGE_ROWS - 5 : _MERGE_ROWS + 5], users[-40:]):
+        apart = gen.generate(part, exclude=snap.matrix[part])
+        np.testing.assert_array_equal(whole.items[part], apart.items)
+        np.testing.assert_array_equal(whole.ranks[part], apart.ranks)
+        # a source's float32 scores may round differently in a batch of another size (BLAS blocking)
+        np.testing.assert_allclose(whole.scores[part], apart.scores, rtol=1e-5)
