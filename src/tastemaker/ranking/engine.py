@@ -9,7 +9,7 @@ user's best score from that source, ranks), so the refit sources speak the langu
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
@@ -20,8 +20,9 @@ import scipy.sparse as sp
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
+from tastemaker.candidates.als import ALS
 from tastemaker.candidates.base import CandidateSource, History
-from tastemaker.candidates.merge import CandidateGenerator, Candidates, MergeConfig
+from tastemaker.candidates.merge import SOURCES, CandidateGenerator, Candidates, MergeConfig
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import Snapshot
 from tastemaker.errors import ConfigError
@@ -66,28 +67,28 @@ class Engine(CandidateSource):
         clock = time.perf_counter  # durations for the manifest, not "now"
         started = clock()
         seconds: dict[str, float] = {}
-        inner_ready: Future[CandidateGenerator] = Future()
+        handoff = _Handoff(served)
         # the serving sources refit on everything in a second thread, from the start: those that cannot
-        # warm-start beside the inner fit, then ALS from the inner factors (a few iterations) beside the
-        # training set's features (BLAS, FAISS and sparse kernels release the GIL). BLAS is held at one thread
-        # for the whole fit: a thread count that moved while the other thread computes (implicit limits it
-        # per fit) would change its floating-point sums, and with them the fit
+        # warm-start beside the inner fit, then each of the others (ALS: a few iterations from the inner
+        # factors) as soon as its inner twin is fitted, beside the rest of the inner fit and the training set
+        # (BLAS, FAISS and sparse kernels release the GIL). BLAS is held at one thread for the whole fit: a
+        # thread count that moved while the other thread computes (implicit limits it per fit) would change
+        # its floating-point sums, and with them the fit
         with threadpool_limits(1, "blas"), ThreadPoolExecutor(1) as pool:
-            refit = pool.submit(serving.warm_from(inner_ready.result).fit, snapshot) if cfg.serve == "refit" else None
+            refit = pool.submit(serving.warm_from(handoff.get).fit, snapshot) if cfg.serve == "refit" else None
 
             def inner_fitted(window: int, generator: CandidateGenerator) -> None:
                 seconds[f"inner_sources_{window}"] = round(clock() - started, 2)
                 if window == 0:
-                    inner_ready.set_result(generator)
+                    handoff.close()
 
             try:
                 train, valid, inner = training_data(
-                    snapshot, lambda: CandidateGenerator(merge, seed=self.seed), builder, split=cfg.split,
+                    snapshot, lambda: handoff.watch(self._inner_generator(merge)), builder, split=cfg.split,
                     labels=cfg.labels, seed=self.seed, on_fitted=inner_fitted,
                 )  # fmt: skip
             except BaseException as exc:
-                if not inner_ready.done():  # the refit waits for it: let it fail rather than wait forever
-                    inner_ready.set_exception(exc)
+                handoff.close(exc)  # the refit may wait for an inner source: let it fail rather than wait forever
                 raise  # (a refit already under way finishes first: the pool waits for it on the way out)
             seconds["training_set"] = round(clock() - started, 2)
             schema = builder.schema()
@@ -111,6 +112,15 @@ class Engine(CandidateSource):
 
     def _new_generator(self) -> CandidateGenerator:
         return CandidateGenerator(self.config.merge, seed=self.seed)
+
+    def _inner_generator(self, merge: MergeConfig) -> CandidateGenerator:
+        """The sources the ranker trains with. When serving refits, its ALS continues from the inner one's
+        factors: the inner ALS runs the first part of the iterations, the serving one the rest."""
+        if self.config.serve != "refit" or "als" not in merge.quotas:
+            return CandidateGenerator(merge, seed=self.seed)
+        als = SOURCES["als"](self.seed)
+        first = als.first_part() if isinstance(als, ALS) else als
+        return CandidateGenerator(merge, seed=self.seed, sources={"als": first})
 
     @property
     def schema(self) -> FeatureSchema:
@@ -209,6 +219,41 @@ class Engine(CandidateSource):
             ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
             best = np.pad(best, ((0, 0), (0, pad)), constant_values=-np.inf)
         return ids, best
+
+
+class _Handoff:
+    """The inner fit's sources, handed to the serving refit one by one as each is fitted. Only the first
+    generator watched reports: the training set fits window 0's first, the one whose sources serving
+    continues from."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self._sources: dict[str, Future[CandidateSource | None]] = {name: Future() for name in names}
+        self._watching = False
+
+    def watch(self, generator: CandidateGenerator) -> CandidateGenerator:
+        if not self._watching:
+            self._watching = True
+            generator.on_source_fitted(self._fitted)
+        return generator
+
+    def _fitted(self, name: str, source: CandidateSource) -> None:
+        found = self._sources.get(name)
+        if found is not None and not found.done():
+            found.set_result(source)
+
+    def get(self, name: str) -> CandidateSource | None:
+        """The inner source ``name`` once fitted (waits for it); None if the inner fit has none."""
+        found = self._sources.get(name)
+        return None if found is None else found.result()
+
+    def close(self, error: BaseException | None = None) -> None:
+        """No more sources come: whoever waits gets None (start cold), or ``error``."""
+        for found in self._sources.values():
+            if not found.done():
+                if error is None:
+                    found.set_result(None)
+                else:
+                    found.set_exception(error)
 
 
 @dataclass(frozen=True)

@@ -200,31 +200,29 @@ def _window(plan: _Plan, builder: FeatureBuilder, window: int) -> tuple[RankingD
         plan.on_fitted(window, generator)
     builder.fit(generator, inner, devices=plan.devices)
     table = snapshot.interactions[held]
-    grade = _grades(table, plan.labels)
     users = np.unique(table["user_idx"].to_numpy())
     rng = np.random.default_rng(plan.seed + window)
     if len(users) > split.max_users:
         users = np.sort(rng.choice(users, split.max_users, replace=False))
     found = generator.generate(users, exclude=inner.matrix[users])
-    contexts = _label_contexts(table, users, cut, builder.config.context_keys, label_clock=split.kind == "global")
-    x = builder.compute(users, found, contexts)
-    key = pd.Series(grade, index=table["user_idx"].to_numpy().astype(np.int64) * snapshot.n_items + table["item_idx"])
-    key = key.groupby(level=0).max()
-    slots = users[:, None].astype(np.int64) * snapshot.n_items + np.maximum(found.items, 0)
-    y = np.where(found.items >= 0, key.reindex(slots.ravel()).fillna(0).to_numpy().reshape(slots.shape), 0)
-    useful = (y > 0).any(axis=1)  # a query without a positive teaches a ranking nothing
+    y = _labels(table, _grades(table, plan.labels), users, found.items, snapshot.n_items)
     every = found.items >= 0
     rows = every.copy()
     if split.negatives is not None:  # a seeded random subset of each query's negatives, every positive
         noise = np.where(rows & (y == 0), rng.random(y.shape), np.inf)
         kth = np.sort(noise, axis=1)[:, min(split.negatives, y.shape[1]) - 1 : min(split.negatives, y.shape[1])]
         rows &= (y > 0) | (noise <= kth)
+    # a query without a positive teaches a ranking nothing: features only for the others
+    useful = np.flatnonzero((y > 0).any(axis=1))
+    users, found, y, every, rows = users[useful], found.take(useful), y[useful], every[useful], rows[useful]
+    contexts = _label_contexts(table, users, cut, builder.config.context_keys, label_clock=split.kind == "global")
+    x = builder.compute(users, found, contexts)
     validating = plan.validation_user[users]
     trains = ~validating
     if window > 0 and split.kind != "random" and split.validation_history:
         trains[:] = True  # older than every validation label: the validation window stays later than training
-    valid = _rows(x, y, every, users, validating & useful & (window == 0), window)  # validation ranks them all
-    return _rows(x, y, rows, users, trains & useful, window), valid, generator
+    valid = _rows(x, y, every, users, validating & (window == 0), window)  # validation ranks them all
+    return _rows(x, y, rows, users, trains, window), valid, generator
 
 
 def event_devices(snapshot: Snapshot) -> list[str]:
@@ -245,6 +243,14 @@ def _label_contexts(
     when = dict(zip(first["user_idx"], first["timestamp_us"].to_numpy(np.int64), strict=True)) if label_clock else {}
     found = dict(zip(first["user_idx"].to_numpy(), first["context"], strict=True)) if "context" in table else {}
     return [Context.of_event(int(cut[u]), found.get(u), keys, at_us=when.get(u)) for u in users]
+
+
+def _labels(table: pd.DataFrame, grade: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    """Each candidate slot's grade: the best of the user's held-out interactions with the item, 0 if none."""
+    key = pd.Series(grade, index=table["user_idx"].to_numpy().astype(np.int64) * n_items + table["item_idx"])
+    key = key.groupby(level=0).max()
+    slots = users[:, None].astype(np.int64) * n_items + np.maximum(items, 0)
+    return np.where(items >= 0, key.reindex(slots.ravel()).fillna(0).to_numpy().reshape(slots.shape), 0)
 
 
 def _grades(table: pd.DataFrame, labels: LabelConfig) -> np.ndarray:

@@ -97,3 +97,27 @@ def test_als_warm_started_from_a_fit_on_part_of_the_data_continues_from_its_fact
     assert other.model.iterations == config.iterations
     warm.fit(snap)  # a warm start applies to one fit only
     assert warm.model.iterations == config.iterations
+    # a first part runs the iterations a warm start does not, and the warm start continues from it
+    first = ALS(config, seed=1).first_part().fit(snap.restricted(keep))
+    assert first.model.iterations == 9
+    rest = ALS(config, seed=1).warm_from(first).fit(snap)
+    assert rest.model.iterations == 1
+    moved = np.abs(rest.item_factors - first.item_factors).mean()
+    assert moved < 0.5 * np.abs(cold.item_factors - first.item_factors).mean()
+
+
+def test_content_warm_started_on_the_same_catalog_takes_the_vectors_it_would_compute(small_world: Dataset) -> None:
+    from tastemaker.candidates.content import ContentSource
+
+    snap = Snapshot.from_dataset(small_world)
+    part = ContentSource(seed=1).fit(snap.restricted(np.arange(len(snap.interactions)) % 3 > 0))
+    warm = ContentSource(seed=1).warm_from(part).fit(snap)
+    cold = ContentSource(seed=1).fit(snap)
+    assert warm.vectors is part.vectors and warm.index is part.index
+    np.testing.assert_allclose(warm.vectors, cold.vectors, atol=1e-6)
+    users = np.arange(0, snap.n_users, 9)
+    assert np.array_equal(warm.candidates(users, 10, exclude=snap.matrix[users])[0],
+                          cold.candidates(users, 10, exclude=snap.matrix[users])[0])  # fmt: skip
+    # another seed (other SVD directions), or a catalog that is not the very same, is fitted afresh
+    assert ContentSource(seed=2).warm_from(part).fit(snap).vectors is not part.vectors
+    assert ContentSource(seed=1).warm_from(part).fit(Snapshot.from_dataset(small_world)).vectors is not part.vectors
