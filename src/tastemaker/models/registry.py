@@ -7,7 +7,9 @@ An **artifact** is a folder ``ROOT/VERSION/`` written once and never changed:
   validation score and feature importances, and a SHA-256 of every other file;
 - ``engine.pkl`` — the fitted engine (sources, feature builder, ranker; FAISS indexes serialized by
   FAISS itself);
-- ``ranker.txt`` — the LightGBM model in its text form, for reading.
+- ``ranker.txt`` — the LightGBM model in its text form, for reading;
+- ``native/`` — the ranker's trees compiled to object code, one file per CPU model (a cache: written when the
+  artifact is saved, and by the first load on another kind of machine; not checksummed, never required).
 
 The **registry** is ``ROOT/registry.json``: the version being served and the promotion history. It is
 replaced atomically (write to a temporary file, then ``os.replace``), so a reader sees the old file or the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import platform
@@ -39,7 +42,8 @@ from tastemaker.store.base import Store
 
 __all__ = ["Artifact", "Registry", "load_engine", "save_engine", "train"]
 
-_LIBRARIES = ("tastemaker", "numpy", "scipy", "pandas", "implicit", "faiss-cpu", "lightgbm", "scikit-learn")
+_log = logging.getLogger(__name__)
+_LIBRARIES = ("tastemaker", "numpy", "scipy", "pandas", "implicit", "faiss-cpu", "lightgbm", "lleaves", "scikit-learn")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ def save_engine(engine: Engine, root: str | Path, *, clock: Clock | None = None)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=root))  # renamed into place when complete
     (staging / "engine.pkl").write_bytes(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL))
     (staging / "ranker.txt").write_text(engine.ranker.booster.model_to_string())
+    _compile(engine, staging / "native")
     snapshot = engine.snapshot
     manifest = {
         "version": version,
@@ -142,7 +147,20 @@ def load_engine(path: str | Path) -> tuple[Engine, dict[str, Any]]:
         raise ArtifactError(f"artifact {path.name}: engine.pkl cannot be loaded ({exc})") from exc
     if not isinstance(engine, Engine):
         raise ArtifactError(f"artifact {path.name}: engine.pkl holds a {type(engine).__name__}, not an Engine")
+    _compile(engine, path / "native")
     return engine, manifest
+
+
+def _compile(engine: Engine, cache: Path) -> None:
+    """The ranker's trees as native code, through ``cache``; LightGBM's own predictor (same scores, slower)
+    when that fails: an artifact that loads is served."""
+    try:
+        try:
+            engine.ranker.compile(cache)
+        except OSError:  # a read-only artifact folder: compile in memory
+            engine.ranker.compile()
+    except Exception as exc:
+        _log.warning("ranker not compiled to native code (%s); LightGBM predicts instead", exc)
 
 
 class Registry:

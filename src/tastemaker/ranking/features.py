@@ -11,7 +11,9 @@ Point in time: everything is read from the generator's state (the snapshot it wa
 folded-in history) and from the request's :class:`Context`, whose ``now_us`` is injected — never the wall
 clock. Item popularity, trend and age, and the user's windows, are counted before the request's ``now``
 (a training query's now is its cut), so a ranker trained on users at many different times reads each at
-its own time.
+its own time. Item popularity and trend are counted before the start of now's minute, everywhere: requests
+at or after the snapshot's end (serving) then share one table of every item per minute instead of
+searching for each candidate.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import Field, field_validator
 
 from tastemaker.candidates.merge import CandidateGenerator, Candidates
@@ -31,8 +34,11 @@ from tastemaker.errors import ConfigError, NotFittedError
 __all__ = ["SCHEMA_VERSION", "Context", "FeatureBuilder", "FeatureConfig", "FeatureSchema"]
 
 #: bump when a feature's meaning or order changes: a ranker trained on another version is refused
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: item popularity and trend counted before the start of now's minute
 _DAY_US = 86_400 * 1_000_000
+_MINUTE_US = 60 * 1_000_000
+#: category features read at most this many categories of an item (its first ones)
+_MAX_CATEGORIES = 16
 
 
 @dataclass(frozen=True)
@@ -113,23 +119,23 @@ class FeatureBuilder:
         self._span = int(seconds.max() - self._first_s) + 1 if len(seconds) else 1
         items = table["item_idx"].to_numpy().astype(np.int64)
         self._starts = np.sort(items * (self._span + 1) + (seconds - self._first_s))
-        # requests at or after the snapshot's end (serving) only count the last 30 days: a smaller array
         self._end_us = snapshot.end_us
-        self._end_s = snapshot.end_us // 1_000_000 - self._first_s
-        self._recent = self._starts[(self._starts % (self._span + 1)) >= self._end_s - 30 * 86_400]
-        self._total = np.bincount(items, minlength=snapshot.n_items).astype(np.float64)
-        self._item_first = np.cumsum(self._total) - self._total
-        recent_items = self._recent // (self._span + 1)
-        self._recent_end = np.cumsum(np.bincount(recent_items, minlength=snapshot.n_items))  # per item
+        per_item = np.bincount(items, minlength=snapshot.n_items).astype(np.float64)
+        self._item_first = np.cumsum(per_item) - per_item  # where each item's entries begin
+        self._table: tuple[int, np.ndarray] | None = None  # (minute, every item's statistics at that minute)
         self._n_items = snapshot.n_items
         self._created = snapshot.item_created_at_us.astype(np.float64)
         self._item = {"item_available": snapshot.item_available.astype(np.float32)}
         for key in self.config.item_keys:
             self._item[f"item_{key}"] = _numeric(snapshot.item_attributes, key, snapshot.n_items)
-        self._item_categories = snapshot.item_categories.tocsr()
+        self._item_cats = _padded(snapshot.item_categories.tocsr(), _MAX_CATEGORIES)
+        self._n_categories = snapshot.item_categories.shape[1]
         self._devices = list(dict.fromkeys(str(d) for d in devices))
         self._generator = generator
         return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_table": None}  # a cache: computed again for the next request's minute
 
     # -- the schema --------------------------------------------------------------------------------------
     def schema(self) -> FeatureSchema:
@@ -152,9 +158,9 @@ class FeatureBuilder:
                 (f"{source}_proposed", f"1 if {source} proposed the item"),
             ]  # fmt: skip
         columns += [
-            ("item_popularity_7d", "log(1 + users who started on the item in the 7 days before now)"),
-            ("item_popularity_30d", "log(1 + users who started on the item in the 30 days before now)"),
-            ("item_popularity_all", "log(1 + users who started on the item before now)"),
+            ("item_popularity_7d", "log(1 + users who started on the item in the 7 days before now's minute)"),
+            ("item_popularity_30d", "log(1 + users who started on the item in the 30 days before now's minute)"),
+            ("item_popularity_all", "log(1 + users who started on the item before now's minute)"),
             ("item_trend", "(7-day users + 1) / (30-day users scaled to 7 days + 1): above 1 is rising"),
             ("item_age_days", "days from the item's creation (or first interaction) to now; negative: not yet"),
             ("item_available", "1 if the item is available"),
@@ -215,34 +221,42 @@ class FeatureBuilder:
         return stacked.reshape(ranks.shape[0], ranks.shape[1], 3 * ranks.shape[2])
 
     def _item_features(self, items: np.ndarray, now: np.ndarray) -> list[np.ndarray]:
-        """Popularity over 7 / 30 days and all time before each request's now, trend and age at now."""
+        """Popularity over 7 / 30 days and all time, and trend, before the start of each request's minute;
+        age at now. Serving requests (at or after the snapshot's end) share one minute's table of every item."""
         inside = items < self._n_items  # items added after the snapshot have no statistics yet
-        base = np.where(inside, items, 0).astype(np.int64) * (self._span + 1)
-        now_s = now[:, None, None] // 1_000_000 - self._first_s
-        back = np.array([30 * 86_400, 7 * 86_400, 0])
-        if (now_s >= self._end_s).all():  # serving: everything is before now; windows reach the last 30 days
-            keys = (base[:, :, None] + np.clip(now_s - back[:2], 0, self._span)).ravel()
-            found = np.searchsorted(self._recent, keys).astype(np.float64).reshape(*items.shape, 2)
-            before_now = self._total[np.where(inside, items, 0)]
-            ends = self._recent_end[np.where(inside, items, 0)]  # each item's end in the recent array
-            week, month = ends - found[:, :, 1], ends - found[:, :, 0]
+        safe = np.where(inside, items, 0)
+        minute = now // _MINUTE_US * _MINUTE_US
+        if len(now) and (minute == minute[0]).all() and (now.min() >= self._end_us or items.size >= self._n_items):
+            counted = self._minute_table(int(minute[0]))[safe]
         else:
-            keys = (base[:, :, None] + np.clip(now_s - back, 0, self._span)).ravel()
-            found = np.searchsorted(self._starts, keys).astype(np.float64).reshape(*items.shape, 3)
-            first = self._item_first[np.where(inside, items, 0)]  # where each item's entries begin
-            before_now = found[:, :, 2] - first
-            week = found[:, :, 2] - found[:, :, 1]
-            month = found[:, :, 2] - found[:, :, 0]
-        created = self._created[np.where(inside, items, 0)]
+            counted = self._counted(safe, np.broadcast_to(minute[:, None], safe.shape))
+        created = self._created[safe]
         age = np.where(created == UNKNOWN_TIME, np.nan, (now[:, None] - created) / _DAY_US)
-        columns = [
-            np.log1p(week),
-            np.log1p(month),
-            np.log1p(before_now),
-            (week + 1.0) / (month * 7.0 / 30.0 + 1.0),
-            age,
-        ]
-        return [np.where(inside, c, np.nan) for c in columns]
+        return [np.where(inside[..., None], counted, np.nan), np.where(inside, age, np.nan)]
+
+    def _minute_table(self, minute_us: int) -> np.ndarray:
+        """Every item's ``_counted`` statistics at ``minute_us``, kept until a request asks for another
+        minute: serving requests in one minute share it (3 binary searches per item, once a minute)."""
+        table = self._table
+        if table is None or table[0] != minute_us:
+            every = np.arange(self._n_items)
+            table = (minute_us, self._counted(every, np.full(self._n_items, minute_us, np.int64)))
+            self._table = table
+        return table[1]
+
+    def _counted(self, items: np.ndarray, before_us: np.ndarray) -> np.ndarray:
+        """``(*items.shape, 4)``: log(1 + users who started on each item in the 7 / 30 days before
+        ``before_us`` and at any time before it), and the 7-day over 30-day trend."""
+        base = items.astype(np.int64) * (self._span + 1)
+        before_s = before_us[..., None] // 1_000_000 - self._first_s
+        back = np.array([30 * 86_400, 7 * 86_400, 0])
+        found = np.searchsorted(self._starts, (base[..., None] + np.clip(before_s - back, 0, self._span)).ravel())
+        found = found.astype(np.float64).reshape(*items.shape, 3)
+        week = found[..., 2] - found[..., 1]
+        month = found[..., 2] - found[..., 0]
+        before = found[..., 2] - self._item_first[items]
+        trend = (week + 1.0) / (month * 7.0 / 30.0 + 1.0)
+        return np.stack([np.log1p(week), np.log1p(month), np.log1p(before), trend], axis=-1)
 
     def _gather(self, values: np.ndarray, items: np.ndarray) -> np.ndarray:
         inside = items < len(values)  # items added after the snapshot have no statistics yet
@@ -267,37 +281,30 @@ class FeatureBuilder:
 
     def _user_item_features(self, users: np.ndarray, items: np.ndarray, now: np.ndarray) -> list[np.ndarray]:
         gen = self._require()
+        cats, n_cat = self._item_cats, self._n_categories
+        # each user's share of history and latest time per category, as (user · n_cat + category) cells
         history = gen.user_rows(users).nonzero()
-        cats = self._item_categories
-        n_cat = cats.shape[1]
-        # each history entry expanded into its item's categories: share and latest time per (user, category)
         h_rows, h_items = history.row_ids(), history.indices
-        known = h_items < cats.shape[0]
+        known = h_items < len(cats)
         h_rows, h_items = h_rows[known], h_items[known]
         h_when = gen.user_last_at(users, h_rows, h_items).astype(np.float64)
-        per = cats.indptr[h_items + 1] - cats.indptr[h_items]
-        e_rows = np.repeat(h_rows, per)
-        e_cats = cats.indices[_expand(cats.indptr[h_items], per)]
-        counts = np.zeros((len(users), n_cat + 1))
-        np.add.at(counts, (e_rows, e_cats), 1.0)
-        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
-        latest = np.full((len(users), n_cat + 1), -np.inf)
-        np.maximum.at(latest, (e_rows, e_cats), np.repeat(h_when, per))
-        # the same expansion for every candidate slot
-        flat = items.ravel()
-        inside = flat < cats.shape[0]
-        c_items = np.where(inside, flat, 0)
-        c_per = np.where(inside, cats.indptr[c_items + 1] - cats.indptr[c_items], 0)
-        slot = np.repeat(np.arange(len(flat)), c_per)
-        slot_cats = cats.indices[_expand(cats.indptr[c_items], c_per)]
-        slot_user = slot // items.shape[1]
-        affinity = np.bincount(slot, weights=shares[slot_user, slot_cats], minlength=len(flat))
-        recent = np.full(len(flat), -np.inf)
-        np.maximum.at(recent, slot, latest[slot_user, slot_cats])
-        user_of = np.repeat(np.arange(len(users)), items.shape[1])
-        recency = np.where(np.isfinite(recent), (now[user_of] - recent) / _DAY_US, np.nan)
-        shape = items.shape
-        return [affinity.reshape(shape), recency.reshape(shape), self._content(users, items), self._als(users, items)]
+        h_cats = cats[h_items]
+        has = h_cats >= 0
+        cells = (h_rows[:, None] * n_cat + h_cats)[has]
+        counts = np.bincount(cells, minlength=len(users) * n_cat).reshape(len(users), n_cat).astype(np.float64)
+        shares = (counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)).ravel()
+        latest = np.full(len(users) * n_cat, -np.inf)
+        np.maximum.at(latest, cells, np.broadcast_to(h_when[:, None], h_cats.shape)[has])
+        # the same cells for every candidate's categories
+        inside = items < len(cats)
+        c_cats = cats[np.where(inside, items, 0)]  # (users, candidates, categories per item)
+        has = (c_cats >= 0) & inside[..., None]
+        c_cells = np.arange(len(users))[:, None, None] * n_cat + np.maximum(c_cats, 0)
+        affinity = np.where(has, shares[c_cells], 0.0).sum(axis=2)
+        recent = np.where(has, latest[c_cells], -np.inf).max(axis=2)
+        with np.errstate(invalid="ignore"):
+            recency = np.where(np.isfinite(recent), (now[:, None] - recent) / _DAY_US, np.nan)
+        return [affinity, recency, self._content(users, items), self._als(users, items)]
 
     def _content(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         source: Any = self._require().sources.get("content")
@@ -351,8 +358,14 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _expand(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated ranges ``starts[i] : starts[i] + lengths[i]``."""
-    total = int(lengths.sum())
-    offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return np.repeat(starts, lengths) + offsets
+def _padded(matrix: sp.csr_matrix, cap: int) -> np.ndarray:
+    """Each row's column indices, left-aligned in ``(rows, min(longest row, cap))`` int32, -1 padded; a row
+    longer than ``cap`` keeps its first ``cap``."""
+    per = np.diff(matrix.indptr)
+    width = max(min(int(per.max()) if len(per) else 0, cap), 1)
+    rows = np.repeat(np.arange(matrix.shape[0]), per)
+    position = np.arange(matrix.nnz) - np.repeat(matrix.indptr[:-1], per)
+    keep = position < width
+    out = np.full((matrix.shape[0], width), -1, np.int32)
+    out[rows[keep], position[keep]] = matrix.indices[keep]
+    return out

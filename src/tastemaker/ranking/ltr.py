@@ -6,9 +6,22 @@ so every tree learns a correction to that source's order, and early stopping kee
 help on validation. A two-stage model trained on a thinner inner split otherwise has to relearn its best
 source's ranking from a few hundred queries, and may lose to it; with the prior it starts where that
 source ends. If no tree helps, the ranker is the prior alone.
+
+Serving can run the trees compiled to native code (``compile``, with lleaves: the same model, the same
+scores, ~10× faster on one request's candidates than LightGBM's own predictor, whose per-call overhead
+dominates at that size). The compiled code is for the machine that compiled it; it is cached beside an
+artifact under a name that says which CPU it is for, and never pickled.
 """
 
 from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -53,6 +66,15 @@ class LightGBMRanker:
         self.base: str | None = None  # the source whose ranking the trees correct
         self.prior_only = False  # no tree helped on validation: the ranker is the base source's ranking
         self.prior_score: float | None = None  # validation nDCG of the base's ranking alone
+        self._compiled: Any = None  # the trees as native code (``compile``); None: LightGBM predicts
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_compiled"] = None  # native code of this machine: compiled again (or read from cache) on load
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"_compiled": None, **state})
 
     def fit(self, train: RankingData, valid: RankingData | None, schema: FeatureSchema) -> LightGBMRanker:
         import lightgbm as lgb
@@ -79,6 +101,7 @@ class LightGBMRanker:
             sets = [lgb.Dataset(valid.x, valid.y, group=valid.groups, reference=data, init_score=self._prior(valid.x))]
             callbacks = [lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)]
         self.booster = lgb.train(params, data, num_boost_round=cfg.max_rounds, valid_sets=sets, callbacks=callbacks)
+        self._compiled = None
         self.prior_only = False
         self.prior_score = None
         if has_valid and self.base is not None:  # no tree at all may be best: keep the prior alone then
@@ -123,11 +146,50 @@ class LightGBMRanker:
                 f"on v{self.schema.version} with {len(self.schema.names)}: retrain, or serve the matching model"
             )
         prior = self._prior(x)
-        if prior is None:
-            return self.booster.predict(x, num_threads=1)
         if self.prior_only:
             return prior
-        return self.booster.predict(x, num_threads=1) + prior
+        compiled = self._compiled
+        trees = compiled.predict(x, n_jobs=1) if compiled is not None else self.booster.predict(x, num_threads=1)
+        return trees if prior is None else trees + prior
+
+    def compile(self, cache: str | Path | None = None) -> float:
+        """Compile the trees to native code for ``predict`` (lleaves); returns the seconds it took.
+
+        With a ``cache`` folder, the object code is read from it when this CPU's is there (milliseconds) and
+        written to it otherwise (about a second per 30 trees). Nothing to do, 0 s, when serving ignores the
+        trees (``prior_only``)."""
+        import lleaves
+
+        if self.booster is None:
+            raise NotFittedError(type(self).__name__)
+        if self.prior_only:
+            return 0.0
+        with _COMPILING:  # LLVM's JIT set-up is not safe to run from two threads at once
+            clock = time.perf_counter  # a duration, not "now"
+            started = clock()
+            with tempfile.TemporaryDirectory() as scratch:
+                text = Path(scratch) / "ranker.txt"
+                text.write_text(self.booster.model_to_string())
+                model = lleaves.Model(model_file=str(text))
+                if cache is None:
+                    model.compile()
+                else:
+                    final = Path(cache) / _object_name(text.read_bytes())
+                    if final.is_file():
+                        model.compile(cache=str(final))
+                    else:  # written aside and renamed: a process loading the same artifact never reads half
+                        final.parent.mkdir(parents=True, exist_ok=True)
+                        partial = Path(tempfile.mkdtemp(dir=final.parent)) / final.name
+                        model.compile(cache=str(partial))
+                        os.replace(partial, final)
+                        partial.parent.rmdir()
+            self._compiled = model
+            return clock() - started
+
+    @property
+    def compiled(self) -> bool:
+        """True when ``predict`` runs the trees as native code."""
+        return self._compiled is not None
 
     def validation_score(self) -> float | None:
         """The best validation nDCG@eval_at reached during training (None without validation queries)."""
@@ -145,6 +207,18 @@ class LightGBMRanker:
             raise NotFittedError(type(self).__name__)
         gain = self.booster.feature_importance(importance_type="gain")
         return dict(sorted(zip(self.schema.names, map(float, gain), strict=True), key=lambda kv: -kv[1]))
+
+
+_COMPILING = threading.Lock()
+
+
+def _object_name(model_text: bytes) -> str:
+    """The cache file of one model's object code on this CPU: code built for another CPU may not run here."""
+    from llvmlite import binding
+
+    cpu = binding.get_host_cpu_name() + binding.get_host_cpu_features().flatten()
+    digest = hashlib.sha256(model_text + cpu.encode()).hexdigest()[:16]
+    return f"ranker-{binding.get_host_cpu_name()}-{digest}.o"
 
 
 def ndcg(scores: np.ndarray | None, y: np.ndarray, groups: np.ndarray, k: int) -> float:

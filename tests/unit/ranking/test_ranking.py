@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -74,6 +76,19 @@ def test_features_are_one_array_over_every_candidate(snap: Snapshot) -> None:
     assert (column["als_score"][valid & proposed] <= 1.0 + 1e-6).all()  # relative to the user's best
     affinity = column["category_affinity"][valid]
     assert ((affinity >= 0) & (affinity <= 1.0 + 1e-6)).all()
+    # category affinity and recency, one user and item at a time
+    cats = snap.item_categories.tocsr()
+    table = snap.interactions
+    last = dict(zip(zip(table["user_idx"], table["item_idx"], strict=True), table["last_timestamp_us"], strict=True))
+    for row, user in enumerate(users):
+        history = snap.matrix[user].indices
+        share = np.bincount(cats[history].indices, minlength=cats.shape[1]) / max(cats[history].nnz, 1)
+        for slot in np.flatnonzero(valid[row]):
+            mine = cats[found.items[row, slot]].indices
+            assert column["category_affinity"][row, slot] == pytest.approx(share[mine].sum(), rel=1e-5)
+            near = [last[(user, h)] for h in history if set(cats[h].indices) & set(mine)]
+            days = (monday_8am - max(near)) / 86_400e6 if near else np.nan
+            np.testing.assert_allclose(column["category_recency_days"][row, slot], days, rtol=1e-5)
 
 
 @pytest.mark.parametrize(("windows", "window"), [(1, 0), (2, 0), (2, 1)])
@@ -294,27 +309,87 @@ def test_the_trees_boost_from_the_best_sources_ranking_and_never_end_below_it() 
     assert not noisy.prior_only and noisy.validation_score() > noisy.prior_score + 0.2
 
 
-@pytest.mark.parametrize("days_after_end", [-20.0, -3.5, 0.0, 2.0, 40.0])
-def test_item_popularity_counts_the_users_who_started_on_the_item_before_now(
-    snap: Snapshot, days_after_end: float
+def test_the_compiled_trees_score_as_lightgbm_and_are_cached_per_cpu_never_pickled(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    names = ["noise", "device", "other"]
+    schema = FeatureSchema(version=1, names=names, descriptions=dict.fromkeys(names, "toy column"), devices=[],
+                           categorical=["device"])  # fmt: skip
+
+    def data(queries: int) -> RankingData:
+        n = queries * 30
+        device = rng.integers(0, 3, n).astype(np.float32)
+        device[rng.random(n) < 0.1] = np.nan  # an unknown device
+        x = np.stack([rng.random(n), device, rng.normal(size=n)], axis=1).astype(np.float32)
+        x[rng.random(n) < 0.1, 2] = np.nan
+        signal = x[:, 0] + np.where(device == 1, np.nan_to_num(x[:, 2]), 0.0) + rng.normal(0, 0.3, n)
+        y = (signal > 1.2).astype(np.int32)
+        return RankingData(x=x, y=y, groups=np.full(queries, 30), users=np.arange(queries),
+                           windows=np.zeros(queries, np.int32))  # fmt: skip
+
+    ranker = LightGBMRanker(RankerConfig(base=None, max_rounds=40), seed=2).fit(data(200), data(50), schema)
+    x = data(20).x
+    x[:5, 1] = 7  # a category never seen in training
+    by_lightgbm = ranker.predict(x, schema)
+    assert not ranker.compiled and ranker.booster.num_trees() > 5
+    ranker.compile(tmp_path)
+    assert ranker.compiled
+    np.testing.assert_allclose(ranker.predict(x, schema), by_lightgbm, rtol=0, atol=1e-9)
+    cached = list(tmp_path.iterdir())
+    assert len(cached) == 1 and cached[0].name.startswith("ranker-") and cached[0].suffix == ".o"
+    again = pickle.loads(pickle.dumps(ranker))
+    assert not again.compiled  # native code stays on the machine that built it
+    again.compile(tmp_path)  # read from the cache this time
+    assert list(tmp_path.iterdir()) == cached
+    np.testing.assert_allclose(again.predict(x, schema), by_lightgbm, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("days_after_end", [-20.0, -3.5, 0.0, 2.0, 40.0, None])
+def test_item_popularity_counts_the_users_who_started_on_the_item_before_the_requests_minute(
+    snap: Snapshot, days_after_end: float | None
 ) -> None:
     gen = make_generator().fit(snap)
     builder = FeatureBuilder().fit(gen, snap)
     users = np.arange(0, 40, 4)
     found = gen.generate(users, exclude=snap.matrix[users])
-    now = snap.end_us + int(days_after_end * 86_400 * 1_000_000)
+    start = snap.interactions["timestamp_us"].to_numpy()
+    item = snap.interactions["item_idx"].to_numpy()
+    if days_after_end is None:  # 5 s after an event early in its minute: that event is in now's minute
+        event = int(np.flatnonzero(start % 60_000_000 < 40_000_000)[len(start) // 2])
+        now = int(start[event]) + 5_000_000
+        found = dataclasses.replace(found, items=np.where(found.items >= 0, item[event], -1))
+    else:
+        now = snap.end_us + int(days_after_end * 86_400 * 1_000_000)
     x = builder.compute(users, found, [Context(now_us=now)] * len(users))
     names = builder.names
-    start_s = snap.interactions["timestamp_us"].to_numpy() // 1_000_000
-    item = snap.interactions["item_idx"].to_numpy()
-    now_s = now // 1_000_000
+    start_s, minute_s = start // 1_000_000, now // 60_000_000 * 60
     for days, name in ((7, "item_popularity_7d"), (30, "item_popularity_30d"), (None, "item_popularity_all")):
-        inside = start_s < now_s
+        inside = start_s < minute_s
         if days is not None:
-            inside &= start_s >= now_s - days * 86_400
+            inside &= start_s >= minute_s - days * 86_400
         expected = np.log1p(np.bincount(item[inside], minlength=snap.n_items))
         valid = found.items >= 0
         np.testing.assert_allclose(x[..., names.index(name)][valid], expected[found.items[valid]], rtol=1e-6)
+    if days_after_end is None:
+        assert start[event] >= minute_s * 1_000_000  # (the case is what it says)
+
+
+def test_serving_reads_item_statistics_from_one_table_per_minute_equal_to_searching_each(snap: Snapshot) -> None:
+    gen = make_generator().fit(snap)
+    builder = FeatureBuilder().fit(gen, snap)
+    users = np.arange(0, 40, 4)
+    found = gen.generate(users, exclude=snap.matrix[users])
+    columns = [builder.names.index(n) for n in ("item_popularity_7d", "item_popularity_30d", "item_popularity_all",
+                                                "item_trend", "item_age_days")]  # fmt: skip
+    later = snap.end_us + 3 * 86_400_000_000 + 17_000_000
+    served = builder.compute(users, found, [Context(now_us=later)] * len(users))[..., columns]
+    assert builder._table is not None and builder._table[0] == later // 60_000_000 * 60_000_000
+    # one request a minute earlier: two minutes in the batch, so every slot is searched instead
+    mixed = [Context(now_us=later)] * (len(users) - 1) + [Context(now_us=later - 60_000_000)]
+    searched = builder.compute(users, found, mixed)[..., columns]
+    np.testing.assert_allclose(searched[:-1], served[:-1], rtol=1e-12)
+    alone = builder.compute(users[-1:], found.take(np.array([len(users) - 1])), mixed[-1:])[..., columns]
+    np.testing.assert_allclose(searched[-1], alone[0], rtol=1e-12)
+    assert pickle.loads(pickle.dumps(builder))._table is None
 
 
 def test_item_statistics_at_the_snapshot_end_ignore_the_requests_now(snap: Snapshot) -> None:

@@ -34,7 +34,9 @@ def test_an_artifact_loads_into_an_engine_that_ranks_the_same(fitted: tuple[Engi
     assert manifest["config_hash"] == CONFIG.hash() and manifest["libraries"]["lightgbm"]
     assert manifest["training_set"]["train"]["queries"] > 0 and "validation_ndcg" in manifest["offline_metrics"]
     assert set(manifest["files"]) == {"engine.pkl", "ranker.txt"}
+    assert len(list((artifact.path / "native").glob("ranker-*.o"))) == (0 if engine.ranker.prior_only else 1)
     loaded, _ = load_engine(artifact.path)
+    assert loaded.ranker.compiled != engine.ranker.prior_only  # the trees run as native code when served
     users = np.arange(0, snap.n_users, 7)
     want = engine.candidates(users, 10, exclude=snap.matrix[users])
     got = loaded.candidates(users, 10, exclude=snap.matrix[users])
