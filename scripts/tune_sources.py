@@ -3,6 +3,7 @@
 
     python scripts/tune_sources.py als --data movielens:../shared/data/ml-latest-small \\
         --grid factors=64,128 --grid regularization=1,5,20 --grid alpha=1,5,20
+    python scripts/tune_sources.py engine --protocol recommenders --grid features.disabled=none,als_dot+user_history
 
 For each protocol, the outer split's train side becomes a dataset of its own, which the same protocol
 splits again (train' / validation); every grid point is fitted on train' and scored on validation by
@@ -78,6 +79,8 @@ def main() -> None:
                 target = values
                 for part in path:
                     target = target[part]
+                if isinstance(target.get(last), list):  # a list field: "a+b", or "none" for an empty list
+                    value = [] if value is None else str(value).split("+")
                 target[last] = value
             config = config_type.from_dict(values)
             for j in range(args.seeds):

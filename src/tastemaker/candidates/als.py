@@ -10,6 +10,7 @@ split carved from the train side (``scripts/tune_sources.py``), never from a tes
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import numpy as np
@@ -57,10 +58,13 @@ class ALS(CandidateSource):
         return self
 
     def first_part(self) -> ALS:
-        """An ALS of this config that runs ``iterations - warm_iterations``: a later fit warm-started from it
-        (``warm_from``) brings the factors to ``iterations`` in all, as one fit would."""
+        """This ALS, unfitted, running ``iterations - warm_iterations`` (at least 1): a later fit warm-started
+        from it (``warm_from``) brings the factors to ``iterations`` in all, as one fit would (when
+        ``iterations > warm_iterations``)."""
         cfg = self.config
-        return ALS(cfg.model_copy(update={"iterations": max(cfg.iterations - cfg.warm_iterations, 1)}), seed=self.seed)
+        part = copy.copy(self)
+        part.config = cfg.model_copy(update={"iterations": max(cfg.iterations - cfg.warm_iterations, 1)})
+        return part
 
     def _fit(self, snapshot: Snapshot) -> None:
         cfg = self.config

@@ -54,7 +54,9 @@ class Artifact:
 
 
 def save_engine(engine: Engine, root: str | Path, *, clock: Clock | None = None) -> Artifact:
-    """Write ``engine`` as a new artifact under ``root``; returns it (the registry is not changed)."""
+    """Write ``engine`` as a new artifact under ``root``; returns it (the registry is not changed). The
+    engine's ranker is compiled on the way (``LightGBMRanker.compile``), so the caller's engine serves with
+    native trees afterwards too."""
     root = Path(root)
     now = (clock or SystemClock()).now_us()
     config_hash = engine.config.hash()

@@ -20,7 +20,6 @@ import scipy.sparse as sp
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
-from tastemaker.candidates.als import ALS
 from tastemaker.candidates.base import CandidateSource, History
 from tastemaker.candidates.merge import SOURCES, CandidateGenerator, Candidates, MergeConfig
 from tastemaker.config import ConfigModel
@@ -114,13 +113,14 @@ class Engine(CandidateSource):
         return CandidateGenerator(self.config.merge, seed=self.seed)
 
     def _inner_generator(self, merge: MergeConfig) -> CandidateGenerator:
-        """The sources the ranker trains with. When serving refits, its ALS continues from the inner one's
-        factors: the inner ALS runs the first part of the iterations, the serving one the rest."""
-        if self.config.serve != "refit" or "als" not in merge.quotas:
+        """The sources the ranker trains with (every window's alike). When serving refits, a source that can
+        (``first_part``: ALS) runs only the part of its fit the serving one does not: the serving ALS
+        continues from the inner factors."""
+        if self.config.serve != "refit":
             return CandidateGenerator(merge, seed=self.seed)
-        als = SOURCES["als"](self.seed)
-        first = als.first_part() if isinstance(als, ALS) else als
-        return CandidateGenerator(merge, seed=self.seed, sources={"als": first})
+        sources = {name: SOURCES[name](self.seed) for name in merge.quotas}
+        parts = {name: s.first_part() for name, s in sources.items() if hasattr(s, "first_part")}
+        return CandidateGenerator(merge, seed=self.seed, sources=parts)
 
     @property
     def schema(self) -> FeatureSchema:

@@ -12,13 +12,13 @@ folded-in history) and from the request's :class:`Context`, whose ``now_us`` is 
 clock. Item popularity, trend and age, and the user's windows, are counted before the request's ``now``
 (a training query's now is its cut), so a ranker trained on users at many different times reads each at
 its own time. Item popularity and trend are counted before the start of now's minute, everywhere: requests
-at or after the snapshot's end (serving) then share one table of every item per minute instead of
-searching for each candidate.
+of the same minute (serving's) then share the searches through a cache of item statistics for that minute.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,12 +29,12 @@ from pydantic import Field, field_validator
 from tastemaker.candidates.merge import CandidateGenerator, Candidates
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import UNKNOWN_TIME, Snapshot
-from tastemaker.errors import ConfigError, NotFittedError
+from tastemaker.errors import ConfigError, NotFittedError, UnknownNameError
 
 __all__ = ["SCHEMA_VERSION", "Context", "FeatureBuilder", "FeatureConfig", "FeatureSchema"]
 
 #: bump when a feature's meaning or order changes: a ranker trained on another version is refused
-SCHEMA_VERSION = 3  # 3: item popularity and trend counted before the start of now's minute
+SCHEMA_VERSION = 3  # 3: item popularity and trend counted before now's minute; at most 16 categories an item
 _DAY_US = 86_400 * 1_000_000
 _MINUTE_US = 60 * 1_000_000
 #: category features read at most this many categories of an item (its first ones)
@@ -77,6 +77,9 @@ class FeatureConfig(ConfigModel):
     #: when item popularity, trend and age are counted: before each request's ``now`` (what serving sees), or
     #: at the snapshot's end for every request (for offline protocols without time, e.g. a random split)
     item_time: Literal["now", "snapshot-end"] = "now"
+    #: features kept in the schema but always missing: an ablation, or a feature known to be wrong switched
+    #: off without changing the schema's columns
+    disabled: list[str] = Field(default_factory=list)
 
     @field_validator("context_keys", "item_keys")
     @classmethod
@@ -122,7 +125,7 @@ class FeatureBuilder:
         self._end_us = snapshot.end_us
         per_item = np.bincount(items, minlength=snapshot.n_items).astype(np.float64)
         self._item_first = np.cumsum(per_item) - per_item  # where each item's entries begin
-        self._table: tuple[int, np.ndarray] | None = None  # (minute, every item's statistics at that minute)
+        self._minute = _MinuteCache(snapshot.n_items)
         self._n_items = snapshot.n_items
         self._created = snapshot.item_created_at_us.astype(np.float64)
         self._item = {"item_available": snapshot.item_available.astype(np.float32)}
@@ -132,10 +135,11 @@ class FeatureBuilder:
         self._n_categories = snapshot.item_categories.shape[1]
         self._devices = list(dict.fromkeys(str(d) for d in devices))
         self._generator = generator
+        unknown = sorted(set(self.config.disabled) - set(self.names))
+        if unknown:
+            raise UnknownNameError("feature", unknown[0], self.names)
+        self._disabled = [self.names.index(name) for name in self.config.disabled]
         return self
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_table": None}  # a cache: computed again for the next request's minute
 
     # -- the schema --------------------------------------------------------------------------------------
     def schema(self) -> FeatureSchema:
@@ -170,7 +174,7 @@ class FeatureBuilder:
             ("user_tenure_days", "days since the oldest latest-interaction among the user's items (a lower bound "
                                  "on the days since their first interaction)"),
             ("user_days_since_last", "days since the user's latest interaction (time since the last session)"),
-            ("category_affinity", "the user's share of interactions in the item's categories"),
+            ("category_affinity", "the user's share of interactions in the item's categories (an item's first 16)"),
             ("category_recency_days", "days since the user last interacted with an item of the item's categories"),
             ("content_similarity", "cosine of the item's content vector with the user's recent-history profile"),
             ("als_dot", "ALS user vector · item vector"),
@@ -208,6 +212,7 @@ class FeatureBuilder:
         parts += [self._gather(self._item[f"item_{key}"], safe) for key in self.config.item_keys]
         out = np.concatenate([p if p.ndim == 3 else p[:, :, None] for p in parts], axis=2).astype(np.float32)
         out[~valid] = np.nan
+        out[..., self._disabled] = np.nan
         return out
 
     def _source_features(self, candidates: Candidates) -> np.ndarray:
@@ -222,27 +227,17 @@ class FeatureBuilder:
 
     def _item_features(self, items: np.ndarray, now: np.ndarray) -> list[np.ndarray]:
         """Popularity over 7 / 30 days and all time, and trend, before the start of each request's minute;
-        age at now. Serving requests (at or after the snapshot's end) share one minute's table of every item."""
+        age at now. A batch within one minute reads (and fills) the minute's cache of item statistics."""
         inside = items < self._n_items  # items added after the snapshot have no statistics yet
         safe = np.where(inside, items, 0)
         minute = now // _MINUTE_US * _MINUTE_US
-        if len(now) and (minute == minute[0]).all() and (now.min() >= self._end_us or items.size >= self._n_items):
-            counted = self._minute_table(int(minute[0]))[safe]
-        else:
+        shared = bool(len(now)) and (minute == minute[0]).all()
+        counted = self._minute.read(safe, int(minute[0]), self._counted) if shared else None
+        if counted is None:
             counted = self._counted(safe, np.broadcast_to(minute[:, None], safe.shape))
         created = self._created[safe]
         age = np.where(created == UNKNOWN_TIME, np.nan, (now[:, None] - created) / _DAY_US)
         return [np.where(inside[..., None], counted, np.nan), np.where(inside, age, np.nan)]
-
-    def _minute_table(self, minute_us: int) -> np.ndarray:
-        """Every item's ``_counted`` statistics at ``minute_us``, kept until a request asks for another
-        minute: serving requests in one minute share it (3 binary searches per item, once a minute)."""
-        table = self._table
-        if table is None or table[0] != minute_us:
-            every = np.arange(self._n_items)
-            table = (minute_us, self._counted(every, np.full(self._n_items, minute_us, np.int64)))
-            self._table = table
-        return table[1]
 
     def _counted(self, items: np.ndarray, before_us: np.ndarray) -> np.ndarray:
         """``(*items.shape, 4)``: log(1 + users who started on each item in the 7 / 30 days before
@@ -281,8 +276,8 @@ class FeatureBuilder:
 
     def _user_item_features(self, users: np.ndarray, items: np.ndarray, now: np.ndarray) -> list[np.ndarray]:
         gen = self._require()
-        cats, n_cat = self._item_cats, self._n_categories
-        # each user's share of history and latest time per category, as (user · n_cat + category) cells
+        cats, stride = self._item_cats, self._n_categories + 1  # cell n_categories of each user: padding
+        # each user's share of history and latest time per category, as (user · stride + category) cells
         history = gen.user_rows(users).nonzero()
         h_rows, h_items = history.row_ids(), history.indices
         known = h_items < len(cats)
@@ -290,18 +285,17 @@ class FeatureBuilder:
         h_when = gen.user_last_at(users, h_rows, h_items).astype(np.float64)
         h_cats = cats[h_items]
         has = h_cats >= 0
-        cells = (h_rows[:, None] * n_cat + h_cats)[has]
-        counts = np.bincount(cells, minlength=len(users) * n_cat).reshape(len(users), n_cat).astype(np.float64)
+        cells = (h_rows[:, None] * stride + h_cats)[has]
+        counts = np.bincount(cells, minlength=len(users) * stride).reshape(len(users), stride).astype(np.float64)
         shares = (counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)).ravel()
-        latest = np.full(len(users) * n_cat, -np.inf)
+        latest = np.full(len(users) * stride, -np.inf)
         np.maximum.at(latest, cells, np.broadcast_to(h_when[:, None], h_cats.shape)[has])
-        # the same cells for every candidate's categories
+        # the same cells for every candidate's categories (padding reads the empty cell: share 0, never)
         inside = items < len(cats)
-        c_cats = cats[np.where(inside, items, 0)]  # (users, candidates, categories per item)
-        has = (c_cats >= 0) & inside[..., None]
-        c_cells = np.arange(len(users))[:, None, None] * n_cat + np.maximum(c_cats, 0)
-        affinity = np.where(has, shares[c_cells], 0.0).sum(axis=2)
-        recent = np.where(has, latest[c_cells], -np.inf).max(axis=2)
+        c_cats = np.where(inside[..., None], cats[np.where(inside, items, 0)], -1)  # (users, candidates, width)
+        c_cells = np.arange(len(users))[:, None, None] * stride + np.where(c_cats >= 0, c_cats, stride - 1)
+        affinity = shares[c_cells].sum(axis=2)
+        recent = latest[c_cells].max(axis=2)
         with np.errstate(invalid="ignore"):
             recency = np.where(np.isfinite(recent), (now[:, None] - recent) / _DAY_US, np.nan)
         return [affinity, recency, self._content(users, items), self._als(users, items)]
@@ -356,6 +350,40 @@ def _numeric(attributes: Sequence[dict[str, Any]], key: str, n: int) -> np.ndarr
 def _is_number(value: object) -> bool:
     """A JSON number (a bool is not one)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class _MinuteCache:
+    """Item statistics at one minute, each item counted the first time a request of that minute asks for
+    it: requests in the same minute (serving's, one after another) share the searches. The minute only moves
+    forward; a request of an earlier minute is answered without the cache. Thread-safe."""
+
+    def __init__(self, n_items: int) -> None:
+        self._lock = threading.Lock()
+        self._at = -1  # the minute (µs) the cached rows belong to
+        self._rows = np.zeros((n_items, 4))
+        self._filled = np.zeros(n_items, bool)
+
+    def read(
+        self, items: np.ndarray, minute_us: int, count: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    ) -> np.ndarray | None:
+        """``count``'s rows for ``items`` at ``minute_us``, or None for a minute older than the cache's."""
+        with self._lock:
+            if minute_us < self._at:
+                return None
+            if minute_us > self._at:
+                self._at = minute_us
+                self._filled[:] = False
+            stale = np.unique(items[~self._filled[items]])
+            if len(stale):
+                self._rows[stale] = count(stale, np.full(len(stale), minute_us, np.int64))
+                self._filled[stale] = True
+            return self._rows[items]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"n_items": len(self._filled)}  # pickled empty: filled again by requests
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["n_items"])
 
 
 def _padded(matrix: sp.csr_matrix, cap: int) -> np.ndarray:

@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from tastemaker.candidates.merge import CandidateGenerator, MergeConfig
 from tastemaker.data import Dataset, Snapshot
+from tastemaker.errors import ConfigError
 from tastemaker.ranking import (
     SCHEMA_VERSION,
     Context,
@@ -373,23 +375,46 @@ def test_item_popularity_counts_the_users_who_started_on_the_item_before_the_req
         assert start[event] >= minute_s * 1_000_000  # (the case is what it says)
 
 
-def test_serving_reads_item_statistics_from_one_table_per_minute_equal_to_searching_each(snap: Snapshot) -> None:
+def test_requests_of_one_minute_share_cached_item_statistics_equal_to_searching_each(snap: Snapshot) -> None:
     gen = make_generator().fit(snap)
-    builder = FeatureBuilder().fit(gen, snap)
     users = np.arange(0, 40, 4)
     found = gen.generate(users, exclude=snap.matrix[users])
+    builder = FeatureBuilder().fit(gen, snap)
     columns = [builder.names.index(n) for n in ("item_popularity_7d", "item_popularity_30d", "item_popularity_all",
                                                 "item_trend", "item_age_days")]  # fmt: skip
     later = snap.end_us + 3 * 86_400_000_000 + 17_000_000
-    served = builder.compute(users, found, [Context(now_us=later)] * len(users))[..., columns]
-    assert builder._table is not None and builder._table[0] == later // 60_000_000 * 60_000_000
-    # one request a minute earlier: two minutes in the batch, so every slot is searched instead
-    mixed = [Context(now_us=later)] * (len(users) - 1) + [Context(now_us=later - 60_000_000)]
-    searched = builder.compute(users, found, mixed)[..., columns]
-    np.testing.assert_allclose(searched[:-1], served[:-1], rtol=1e-12)
-    alone = builder.compute(users[-1:], found.take(np.array([len(users) - 1])), mixed[-1:])[..., columns]
-    np.testing.assert_allclose(searched[-1], alone[0], rtol=1e-12)
-    assert pickle.loads(pickle.dumps(builder))._table is None
+
+    def ask(b: FeatureBuilder, nows: list[int], rows: slice = slice(None)) -> np.ndarray:
+        picked = np.arange(len(users))[rows]
+        return b.compute(users[picked], found.take(picked), [Context(now_us=n) for n in nows])[..., columns]
+
+    served = ask(builder, [later] * len(users))  # one minute: the cache
+    again = ask(builder, [later + 1_000_000] * len(users))  # the same minute, read back from the cache
+    np.testing.assert_array_equal(again[..., :4], served[..., :4])
+    # two minutes in one batch: every slot searched; the same figures
+    earlier = later - 60_000_000
+    mixed = ask(builder, [later] * (len(users) - 1) + [earlier])
+    np.testing.assert_allclose(mixed[:-1], served[:-1], rtol=1e-12)
+    # the cache only moves forward: a request of the earlier minute is searched, and equals a fresh cache
+    behind = ask(builder, [earlier], slice(-1, None))
+    fresh = ask(FeatureBuilder().fit(gen, snap), [earlier], slice(-1, None))
+    np.testing.assert_allclose(mixed[-1:], behind, rtol=1e-12)
+    np.testing.assert_allclose(behind, fresh, rtol=1e-12)
+    # pickled empty, read the same
+    np.testing.assert_array_equal(ask(pickle.loads(pickle.dumps(builder)), [later] * len(users)), served)
+
+
+def test_a_catalog_without_categories_has_no_category_affinity(snap: Snapshot) -> None:
+    bare = dataclasses.replace(snap, item_categories=sp.csr_matrix((snap.n_items, 0), dtype=np.float32),
+                               categories=pd.Index([], dtype=object))  # fmt: skip
+    gen = make_generator().fit(bare)
+    users = np.arange(6)
+    found = gen.generate(users, exclude=bare.matrix[users])
+    builder = FeatureBuilder().fit(gen, bare)
+    x = builder.compute(users, found, [Context(now_us=bare.end_us)] * len(users))
+    valid = found.items >= 0
+    assert (x[..., builder.names.index("category_affinity")][valid] == 0).all()
+    assert np.isnan(x[..., builder.names.index("category_recency_days")][valid]).all()
 
 
 def test_item_statistics_at_the_snapshot_end_ignore_the_requests_now(snap: Snapshot) -> None:
@@ -405,19 +430,25 @@ def test_item_statistics_at_the_snapshot_end_ignore_the_requests_now(snap: Snaps
     assert not np.array_equal(fixed, at_now.compute(users, found, early)[..., columns], equal_nan=True)
 
 
+@pytest.mark.parametrize("failing", ["inner split", "inner content"])
 def test_a_failed_training_set_fails_the_fit_instead_of_leaving_the_serving_refit_waiting(
-    snap: Snapshot, monkeypatch: pytest.MonkeyPatch
+    snap: Snapshot, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
-    """The serving refit waits for the inner fit (to warm-start ALS); if the training set fails before that
-    fit exists, the fit must raise, not wait forever."""
+    """The serving refit waits for inner sources (ALS's factors, content's vectors); if the training set
+    fails before one exists — before any (the split), or after ALS was handed over (content) — the fit must
+    raise, not wait forever."""
     import threading
 
+    from tastemaker.candidates.content import ContentSource
     from tastemaker.ranking import training
 
     def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("the inner split failed")
+        raise RuntimeError(f"the {failing} failed")
 
-    monkeypatch.setattr(training, "inner_split", broken)
+    if failing == "inner split":
+        monkeypatch.setattr(training, "inner_split", broken)
+    else:
+        monkeypatch.setattr(ContentSource, "_fit", broken)
     outcome: list[BaseException] = []
 
     def fit() -> None:
@@ -430,7 +461,13 @@ def test_a_failed_training_set_fails_the_fit_instead_of_leaving_the_serving_refi
     worker.start()
     worker.join(timeout=120)
     assert not worker.is_alive(), "the fit hung"
-    assert outcome and "the inner split failed" in str(outcome[0])
+    assert outcome and f"the {failing} failed" in str(outcome[0])
+
+
+def test_the_serving_als_continues_from_the_inner_factors_for_its_warm_iterations(snap: Snapshot) -> None:
+    engine = Engine(EngineConfig(merge=SMALL, ranker=RankerConfig(max_rounds=5)), seed=1).fit(snap)
+    served = engine.generator.sources["als"]
+    assert served.model.iterations == served.config.warm_iterations  # a cold fit runs all its iterations
 
 
 def test_under_one_global_cut_each_query_keeps_the_hour_and_weekday_of_its_first_label(snap: Snapshot) -> None:
@@ -451,7 +488,21 @@ def test_under_one_global_cut_each_query_keeps_the_hour_and_weekday_of_its_first
 
 @pytest.mark.parametrize("key", ["available", "als_rank", "device", "not a name"])
 def test_a_declared_key_may_not_collide_with_a_built_in_feature(key: str) -> None:
-    from tastemaker.errors import ConfigError
-
     with pytest.raises(ConfigError, match="collide"):
         FeatureConfig.from_dict({"item_keys": [key]})
+
+
+def test_a_disabled_feature_keeps_its_column_and_is_always_missing(snap: Snapshot) -> None:
+    gen = make_generator().fit(snap)
+    users = np.arange(8)
+    found = gen.generate(users, exclude=snap.matrix[users])
+    contexts = [Context(now_us=snap.end_us)] * len(users)
+    full = FeatureBuilder().fit(gen, snap).compute(users, found, contexts)
+    builder = FeatureBuilder(FeatureConfig(disabled=["als_dot", "user_history"])).fit(gen, snap)
+    x = builder.compute(users, found, contexts)
+    off = [builder.names.index("als_dot"), builder.names.index("user_history")]
+    assert x.shape == full.shape and np.isnan(x[..., off]).all() and not np.isnan(full[..., off]).all()
+    kept = [i for i in range(x.shape[2]) if i not in off]
+    np.testing.assert_array_equal(x[..., kept], full[..., kept])
+    with pytest.raises(ConfigError, match="unknown feature 'als_dott'"):
+        FeatureBuilder(FeatureConfig(disabled=["als_dott"])).fit(gen, snap)
