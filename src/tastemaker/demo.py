@@ -14,7 +14,7 @@ from tastemaker.store import open_store
 
 __all__ = ["DemoResult", "run_demo"]
 
-DEMO_MODELS = ("popularity", "random", "implicit-als", "als", "item_knn", "ease", "content", "candidates")
+DEMO_MODELS = ("popularity", "random", "implicit-als", "als", "item_knn", "ease", "content", "candidates", "engine")
 
 
 @dataclass

@@ -69,7 +69,7 @@ def test_the_demo_imports_twice_and_prints_the_table(tmp_path: Path) -> None:
     result = runner.invoke(app, ["demo", "--db", db, "--users", "150", "--items", "120"])
     assert result.exit_code == 0, result.output
     assert "import again:  items 120 · users 150 · events accepted 0" in result.output
-    for model in ("popularity", "random", "implicit-als"):
+    for model in ("popularity", "random", "implicit-als", "engine"):
         assert model in result.output
 
 
