@@ -8,8 +8,9 @@ An **artifact** is a folder ``ROOT/VERSION/`` written once and never changed:
 - ``engine.pkl`` — the fitted engine (sources, feature builder, ranker; FAISS indexes serialized by
   FAISS itself);
 - ``ranker.txt`` — the LightGBM model in its text form, for reading;
-- ``native/`` — the ranker's trees compiled to object code, one file per CPU model (a cache: written when the
-  artifact is saved, and by the first load on another kind of machine; not checksummed, never required).
+- ``native/`` — the ranker's trees compiled to object code, one file per CPU model and compiler version (a
+  cache: written when the artifact is saved, and by the first load on another kind of machine; not
+  checksummed, never required).
 
 The **registry** is ``ROOT/registry.json``: the version being served and the promotion history. It is
 replaced atomically (write to a temporary file, then ``os.replace``), so a reader sees the old file or the

@@ -119,8 +119,8 @@ class Engine(CandidateSource):
         if self.config.serve != "refit":
             return CandidateGenerator(merge, seed=self.seed)
         sources = {name: SOURCES[name](self.seed) for name in merge.quotas}
-        parts = {name: s.first_part() for name, s in sources.items() if hasattr(s, "first_part")}
-        return CandidateGenerator(merge, seed=self.seed, sources=parts)
+        sources = {name: s.first_part() if hasattr(s, "first_part") else s for name, s in sources.items()}
+        return CandidateGenerator(merge, seed=self.seed, sources=sources)
 
     @property
     def schema(self) -> FeatureSchema:

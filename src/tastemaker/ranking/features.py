@@ -296,8 +296,7 @@ class FeatureBuilder:
         c_cells = np.arange(len(users))[:, None, None] * stride + np.where(c_cats >= 0, c_cats, stride - 1)
         affinity = shares[c_cells].sum(axis=2)
         recent = latest[c_cells].max(axis=2)
-        with np.errstate(invalid="ignore"):
-            recency = np.where(np.isfinite(recent), (now[:, None] - recent) / _DAY_US, np.nan)
+        recency = np.where(np.isfinite(recent), (now[:, None] - recent) / _DAY_US, np.nan)
         return [affinity, recency, self._content(users, items), self._als(users, items)]
 
     def _content(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
