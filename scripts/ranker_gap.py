@@ -31,8 +31,9 @@ def main() -> None:
     snapshot = Snapshot.from_dataset(train_side(outer_train, args.protocol, 42))
     engine = Engine(engine_config(args.protocol), seed=args.seed).fit(snapshot)
     ranker = engine.ranker
-    print(f"ranker validation nDCG@{ranker.config.eval_at}: {ranker.validation_score():.4f} with its trees "
-          f"({ranker.booster.num_trees()}), {ranker.prior_score:.4f} as {ranker.base}'s order alone")  # fmt: skip
+    for i, m in enumerate(ranker.members):
+        print(f"ranker {i}: validation nDCG@{ranker.config.eval_at} {m.validation_score():.4f} with its trees "
+              f"({m.booster.num_trees()}), {m.prior_score:.4f} as {m.base}'s order alone")  # fmt: skip
     gain = ranker.importances()
     total = sum(gain.values()) or 1.0
     print("share of the trees' gain: " + ", ".join(f"{n} {v / total:.3f}" for n, v in list(gain.items())[:10]))

@@ -92,7 +92,8 @@ def test_train_writes_versioned_models_that_can_be_promoted_and_rolled_back(tmp_
     v1, v2 = (re.search(r"2030\d{4}T\d{6}Z-[0-9a-f]{8}", row).group(0) for row in rows)
     shown = runner.invoke(app, ["models", "show", v2, "--models-dir", models])
     assert shown.exit_code == 0 and "als_rank" in shown.output and "gain" in shown.output
-    assert "ranker: trees correct" in shown.output and "alone" in shown.output  # the prior and its score
+    assert "ranker 0: trees correct" in shown.output and "alone" in shown.output  # the prior and its score
+    assert "ranker: the mean of 3" in shown.output
     assert runner.invoke(app, ["models", "promote", v2, "--models-dir", models]).output.strip() == f"serving {v2}"
     assert runner.invoke(app, ["models", "rollback", "--models-dir", models]).output.strip() == f"serving {v1}"
     refused = runner.invoke(app, ["models", "promote", "v9", "--models-dir", models])

@@ -258,12 +258,16 @@ def models_show(
         console.print(f"[bold]{m['version']}[/] · created {m['created_at']} · config {m['config_hash']} · "
                       f"schema v{m['schema_version']} · sources {', '.join(m['sources'])}")  # fmt: skip
         console.print(f"training window: {m['training_window']} · training set: {m['training_set']}")
-        ranker, metrics = m.get("ranker", {}), m["offline_metrics"]
-        if ranker.get("base"):
-            base, alone = ranker["base"], metrics.get("validation_ndcg_base_alone")
-            note = " · no tree helped: serving the base ranking" if ranker.get("base_only") else ""
-            console.print(f"ranker: trees correct {base}'s ranking · validation nDCG {metrics['validation_ndcg']} "
-                          f"({base} alone {alone}){note}")  # fmt: skip
+        metrics = m["offline_metrics"]
+        for i, member in enumerate(m["ranker"]["members"]):
+            if member["base"]:
+                base, note = member["base"], " · no tree helped: the base ranking alone" if member["base_only"] else ""
+                console.print(f"ranker {i}: trees correct {base}'s ranking · {member['trees']} trees · validation "
+                              f"nDCG {member['validation_ndcg']} ({base} alone "
+                              f"{member['validation_ndcg_base_alone']}){note}")  # fmt: skip
+        alone = metrics["validation_ndcg_base_alone"]
+        console.print(f"ranker: the mean of {len(m['ranker']['members'])} · validation nDCG "
+                      f"{metrics['validation_ndcg']} (bases alone {alone})")  # fmt: skip
         descriptions = m["feature_schema"]["descriptions"]
         table = Table("feature", "gain", "share", "meaning")
         total = sum(m["feature_importance"].values()) or 1.0

@@ -34,8 +34,11 @@ def engine_config(protocol: str | None = None) -> EngineConfig:
     ``scripts/tune_sources.py engine``; docs/EVALUATION.md lists them)."""
     from tastemaker.ranking import EngineConfig, FeatureConfig, LabelConfig, SplitConfig  # LightGBM loads late
 
-    # the inner split is shaped like the protocol's; three label windows pooled (validation: 3 > 1)
-    split = SplitConfig(kind=INNER_SPLIT.get(protocol or "", "newest"), windows=3)
+    # the inner split is shaped like the protocol's; three label windows pooled (validation: 3 > 1). A random
+    # split leaves the validation users' other windows unused: there every query trains instead, the ranker's
+    # folds validating (validation: 0.2308 vs 0.2283 with a fifth of the users validating)
+    kind = INNER_SPLIT.get(protocol or "", "newest")
+    split = SplitConfig(kind=kind, windows=3, validation_users=0.0 if kind == "random" else 0.2)
     # the harness counts every held-out rating relevant, so the ranker learns the same (ungraded) relevance; on
     # validation this beat grading ratings >= 4 higher
     labels = LabelConfig(high_rating=None)

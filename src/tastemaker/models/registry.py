@@ -7,10 +7,12 @@ An **artifact** is a folder ``ROOT/VERSION/`` written once and never changed:
   validation score and feature importances, and a SHA-256 of every other file;
 - ``engine.pkl`` — the fitted engine (sources, feature builder, ranker; FAISS indexes serialized by
   FAISS itself);
-- ``ranker.txt`` — the LightGBM model in its text form, for reading;
-- ``native/`` — the ranker's trees compiled to object code, one file per CPU model and compiler version (a
-  cache: written when the artifact is saved, and by the first load on another kind of machine; not
-  checksummed, never required).
+- ``ranker-N.txt`` — each of the ranker's LightGBM boosters (``ranker.folds``) in its text form, for reading;
+- ``native/`` — the boosters' trees compiled to object code, one file per booster, CPU model and compiler
+  version (a cache: written when the artifact is saved, and by the first load on another kind of machine;
+  not checksummed, never required).
+
+An artifact records its ``format``; one written in another layout (older code's) is refused on load.
 
 The **registry** is ``ROOT/registry.json``: the version being served and the promotion history. It is
 replaced atomically (write to a temporary file, then ``os.replace``), so a reader sees the old file or the
@@ -44,6 +46,8 @@ from tastemaker.store.base import Store
 __all__ = ["Artifact", "Registry", "load_engine", "save_engine", "train"]
 
 _log = logging.getLogger(__name__)
+#: the artifact layout (bump when engine.pkl's objects or the files change): 2 — the ranker is an ensemble
+ARTIFACT_FORMAT = 2
 _LIBRARIES = ("tastemaker", "numpy", "scipy", "pandas", "implicit", "faiss-cpu", "lightgbm", "lleaves", "scikit-learn")
 
 
@@ -68,10 +72,14 @@ def save_engine(engine: Engine, root: str | Path, *, clock: Clock | None = None)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=root))  # renamed into place when complete
     (staging / "engine.pkl").write_bytes(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL))
-    (staging / "ranker.txt").write_text(engine.ranker.booster.model_to_string())
+    ranker = engine.ranker
+    texts = [f"ranker-{i}.txt" for i in range(len(ranker.members))]
+    for name, member in zip(texts, ranker.members, strict=True):
+        (staging / name).write_text(member.booster.model_to_string())
     _compile(engine, staging / "native")
     snapshot = engine.snapshot
     manifest = {
+        "format": ARTIFACT_FORMAT,
         "version": version,
         "created_at": from_us(now).isoformat(),
         "created_at_us": now,
@@ -88,21 +96,30 @@ def save_engine(engine: Engine, root: str | Path, *, clock: Clock | None = None)
         },  # fmt: skip
         "training_set": engine.training,
         "fit_seconds": engine.fit_seconds,
-        "offline_metrics": {
-            "validation_ndcg": engine.ranker.validation_score(),
-            "validation_ndcg_base_alone": engine.ranker.prior_score,
+        "offline_metrics": {  # the boosters' means, each on the queries it early-stopped on
+            "validation_ndcg": ranker.validation_score(),
+            "validation_ndcg_base_alone": ranker.prior_score,
         },
         "ranker": {
-            "base": engine.ranker.base,
-            "base_only": engine.ranker.prior_only,
-            "trees": engine.ranker.booster.num_trees(),
+            "base_only": ranker.prior_only,
+            "trees": sum(m.booster.num_trees() for m in ranker.members if not m.prior_only),
+            "members": [
+                {
+                    "base": m.base,
+                    "base_only": m.prior_only,
+                    "trees": m.booster.num_trees(),
+                    "validation_ndcg": m.validation_score(),
+                    "validation_ndcg_base_alone": m.prior_score,
+                }
+                for m in ranker.members
+            ],
         },  # fmt: skip
         # serving ignores the trees when none beat the base ranking on validation: no importance to show then
-        "feature_importance": {} if engine.ranker.prior_only else engine.ranker.importances(),
+        "feature_importance": {} if ranker.prior_only else ranker.importances(),
         "sources": list(engine.generator.sources),
         "skipped_sources": engine.generator.skipped,
         "libraries": {**_versions(), "python": platform.python_version()},
-        "files": {name: _sha256(staging / name) for name in ("engine.pkl", "ranker.txt")},
+        "files": {name: _sha256(staging / name) for name in ("engine.pkl", *texts)},
     }
     _write_json(staging / "manifest.json", manifest)
     os.replace(staging, final)
@@ -136,6 +153,11 @@ def load_engine(path: str | Path) -> tuple[Engine, dict[str, Any]]:
     """The engine and manifest of the artifact at ``path``, after checking it is whole and compatible."""
     path = Path(path)
     manifest = _manifest(path)
+    if manifest.get("format", 1) != ARTIFACT_FORMAT:
+        raise ArtifactError(
+            f"artifact {path.name} has format {manifest.get('format', 1)}; this tastemaker reads format "
+            f"{ARTIFACT_FORMAT}: train a new model"
+        )
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactError(
             f"artifact {path.name} has feature schema v{manifest.get('schema_version')}; this tastemaker reads "

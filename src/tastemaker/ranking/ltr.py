@@ -7,6 +7,13 @@ help on validation. A two-stage model trained on a thinner inner split otherwise
 source's ranking from a few hundred queries, and may lose to it; with the prior it starts where that
 source ends. If no tree helps, the ranker is the prior alone.
 
+The ranker is an average of such boosters (``folds``, 3 by default): the queries are split by user into
+folds, each booster trains on all folds but one and early-stops on, and picks its base by, the one left out.
+One booster early-stopped on a few hundred validation queries is a noisy fit; the mean of three is steadier,
+and every query trains two of them. On the harness validation splits the average beat one booster by 3%
+under both protocols, while one booster trained on every query for the members' mean number of rounds did
+not (docs/EVALUATION.md).
+
 Serving can run the trees compiled to native code (``compile``, with lleaves: the same model, the same
 scores, about 3× faster on one request's 500 candidates than LightGBM's own predictor, whose per-call
 overhead dominates at that size; benchmarks/ranking.py). The compiled code is for the machine that
@@ -56,28 +63,126 @@ class RankerConfig(ConfigModel):
     base: str | None = "auto"
     #: how strongly the prior holds: trees override a rank gap of ``log2`` ratio 1 with this much score
     base_weight: float = Field(default=0.5, gt=0)  # validation: 0.5 > 1 > 2 > 4
+    #: rankers averaged: every query (training and validation alike) goes to one of this many folds by its
+    #: user; each ranker trains on the other folds and early-stops on (and picks its base by) its own, and a
+    #: request's score is their mean. 1: one ranker, trained on the training queries and early-stopped on the
+    #: validation ones. Validation: 3 (0.2339 / 0.1631) and 5 over 1 (0.2270 / 0.1574); serving time grows
+    #: with it (each ranker's trees run; benchmarks/ranking.py)
+    folds: int = Field(default=3, ge=1)
 
 
 class LightGBMRanker:
+    """One or more :class:`_Member` rankers (``config.folds``), each boosting from its base source's ranking;
+    the ranker's score is their mean."""
+
     def __init__(self, config: RankerConfig | None = None, *, seed: int = 42) -> None:
         self.config = config or RankerConfig()
         self.seed = seed
-        self.booster = None
+        self.members: list[_Member] = []
+        self.schema: FeatureSchema | None = None
+
+    def fit(self, train: RankingData, valid: RankingData | None, schema: FeatureSchema) -> LightGBMRanker:
+        self.schema = schema
+        if self.config.folds == 1:
+            self.members = [_Member(self.config, self.seed).fit(train, valid, schema)]
+            return self
+        pooled = train if valid is None else RankingData.concat([train, valid])
+        users = np.unique(pooled.users)
+        if len(users) < 2:
+            raise ConfigError(f"ranker.folds = {self.config.folds} needs queries of 2+ users, got {len(users)}")
+        shuffled = np.random.default_rng(self.seed).permutation(users)
+        parts = np.array_split(shuffled, min(self.config.folds, len(users)))
+        fold = np.empty(len(pooled.users), np.int64)
+        for f, part in enumerate(parts):
+            fold[np.isin(pooled.users, part)] = f
+        self.members = [
+            _Member(self.config, self.seed + f).fit(pooled.queries(fold != f), pooled.queries(fold == f), schema)
+            for f in range(len(parts))
+        ]
+        return self
+
+    @property
+    def prior_only(self) -> bool:
+        """True when no member's trees beat its base source's ranking: serving needs no trees then."""
+        self._require()
+        return all(m.prior_only for m in self.members)
+
+    @property
+    def prior_score(self) -> float | None:
+        """The members' mean validation nDCG of their base source's ranking alone (None without validation)."""
+        scores = [m.prior_score for m in self._require()]
+        return None if any(s is None for s in scores) else float(np.mean(scores))
+
+    def validation_score(self) -> float | None:
+        """The members' mean best validation nDCG@eval_at (each on its own queries; None without validation)."""
+        scores = [m.validation_score() for m in self._require()]
+        return None if any(s is None for s in scores) else float(np.mean(scores))
+
+    def predict(self, x: np.ndarray, schema: FeatureSchema) -> np.ndarray:
+        """Scores of feature rows ``x`` (``rows × features`` in ``schema``'s order)."""
+        members = self._require()
+        assert self.schema is not None
+        if schema is not self.schema and (schema.version != self.schema.version or schema.names != self.schema.names):
+            raise SchemaMismatchError(
+                f"features follow schema v{schema.version} with {len(schema.names)} columns; the ranker was trained "
+                f"on v{self.schema.version} with {len(self.schema.names)}: retrain, or serve the matching model"
+            )
+        if len(members) == 1:
+            return members[0].predict(x)
+        wide = None if all(m.prior_only or m.native is None for m in members) else np.asarray(x, np.float64)
+        priors: dict[str | None, Any] = {}
+        return np.mean([m.predict(x, wide, priors) for m in members], axis=0)
+
+    def compile(self, cache: str | Path | None = None) -> float:
+        """Compile each member's trees to native code for ``predict`` (lleaves); returns the seconds it took.
+
+        With a ``cache`` folder, the object code is read from it when this CPU's is there (milliseconds) and
+        written to it otherwise (about a second per 30 trees). Nothing to do for a member whose trees serving
+        ignores (``prior_only``)."""
+        return sum(m.compile(cache) for m in self._require())
+
+    @property
+    def compiled(self) -> bool:
+        """True when ``predict`` runs every member's trees as native code (and there are trees to run)."""
+        members = self._require()
+        return not self.prior_only and all(m.prior_only or m.native is not None for m in members)
+
+    def importances(self) -> dict[str, float]:
+        """Total gain per feature over the members whose trees serve, largest first."""
+        members = self._require()
+        assert self.schema is not None
+        gain = np.zeros(len(self.schema.names))
+        for m in members:
+            if not m.prior_only:
+                gain += m.booster.feature_importance(importance_type="gain")
+        return dict(sorted(zip(self.schema.names, map(float, gain), strict=True), key=lambda kv: -kv[1]))
+
+    def _require(self) -> list[_Member]:
+        if not self.members:
+            raise NotFittedError(type(self).__name__)
+        return self.members
+
+
+class _Member:
+    """One LightGBM ``lambdarank`` booster over the schema, boosting from its base source's ranking."""
+
+    def __init__(self, config: RankerConfig, seed: int) -> None:
+        self.config = config
+        self.seed = seed
+        self.booster: Any = None
         self.schema: FeatureSchema | None = None
         self.base: str | None = None  # the source whose ranking the trees correct
         self.prior_only = False  # no tree helped on validation: the ranker is the base source's ranking
         self.prior_score: float | None = None  # validation nDCG of the base's ranking alone
-        self._compiled: Any = None  # the trees as native code (``compile``); None: LightGBM predicts
+        self.held_users = np.zeros(0, np.int64)  # the users of the queries it early-stopped on
+        self.native: Any = None  # the trees as native code (``compile``); None: LightGBM predicts
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_compiled"] = None  # native code of this machine: compiled again (or read from cache) on load
+        state["native"] = None  # native code of this machine: compiled again (or read from cache) on load
         return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"_compiled": None, **state})
-
-    def fit(self, train: RankingData, valid: RankingData | None, schema: FeatureSchema) -> LightGBMRanker:
+    def fit(self, train: RankingData, valid: RankingData | None, schema: FeatureSchema) -> _Member:
         import lightgbm as lgb
 
         cfg = self.config
@@ -91,6 +196,7 @@ class LightGBMRanker:
         }  # fmt: skip
         self.schema = schema
         has_valid = valid is not None and len(valid.groups) > 0
+        self.held_users = np.unique(valid.users) if valid is not None else np.zeros(0, np.int64)
         self.base = self._choose_base(valid if has_valid else None)
         categorical = [schema.names.index(c) for c in schema.categorical if c in schema.names]
         data = lgb.Dataset(train.x, train.y, group=train.groups, feature_name=schema.names,
@@ -102,7 +208,7 @@ class LightGBMRanker:
             sets = [lgb.Dataset(valid.x, valid.y, group=valid.groups, reference=data, init_score=self._prior(valid.x))]
             callbacks = [lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)]
         self.booster = lgb.train(params, data, num_boost_round=cfg.max_rounds, valid_sets=sets, callbacks=callbacks)
-        self._compiled = None
+        self.native = None
         self.prior_only = False
         self.prior_score = None
         if has_valid and self.base is not None:  # no tree at all may be best: keep the prior alone then
@@ -130,39 +236,36 @@ class LightGBMRanker:
     def _prior(self, x: np.ndarray, source: str | None = None) -> np.ndarray | None:
         """``-base_weight · log2(2 + rank)`` in the base source's ranking (rank 10,000 where it did not
         propose the item); None without a base."""
-        source = source or getattr(self, "base", None)
+        source = source or self.base
         if source is None:
             return None
         assert self.schema is not None
         rank = x[:, self.schema.names.index(f"{source}_rank")].astype(np.float64)
         return -self.config.base_weight * np.log2(2.0 + np.where(np.isnan(rank), 10_000.0, rank))
 
-    def predict(self, x: np.ndarray, schema: FeatureSchema) -> np.ndarray:
-        """Scores of feature rows ``x`` (``rows × features`` in ``schema``'s order)."""
-        if self.booster is None or self.schema is None:
-            raise NotFittedError(type(self).__name__)
-        if schema is not self.schema and (schema.version != self.schema.version or schema.names != self.schema.names):
-            raise SchemaMismatchError(
-                f"features follow schema v{schema.version} with {len(schema.names)} columns; the ranker was trained "
-                f"on v{self.schema.version} with {len(self.schema.names)}: retrain, or serve the matching model"
-            )
-        prior = self._prior(x)
+    def predict(
+        self, x: np.ndarray, wide: np.ndarray | None = None, priors: dict[str | None, Any] | None = None
+    ) -> np.ndarray:
+        """Scores of rows ``x`` (checked against the schema by the caller); ``wide``: the same rows as float64,
+        converted once for every member's native code; ``priors``: each base's prior, shared by the members."""
+        if priors is None:
+            prior = self._prior(x)
+        elif self.base in priors:
+            prior = priors[self.base]
+        else:
+            prior = priors[self.base] = self._prior(x)
         if self.prior_only:
             return prior
-        compiled = self._compiled
-        trees = compiled.predict(x, n_jobs=1) if compiled is not None else self.booster.predict(x, num_threads=1)
+        if self.native is not None:
+            trees = self.native.predict(x if wide is None else wide, n_jobs=1)
+        else:
+            trees = self.booster.predict(x, num_threads=1)
         return trees if prior is None else trees + prior
 
     def compile(self, cache: str | Path | None = None) -> float:
-        """Compile the trees to native code for ``predict`` (lleaves); returns the seconds it took.
-
-        With a ``cache`` folder, the object code is read from it when this CPU's is there (milliseconds) and
-        written to it otherwise (about a second per 30 trees). Nothing to do, 0 s, when serving ignores the
-        trees (``prior_only``)."""
+        """The trees as native code (see :meth:`LightGBMRanker.compile`); the seconds it took."""
         import lleaves
 
-        if self.booster is None:
-            raise NotFittedError(type(self).__name__)
         if self.prior_only:
             return 0.0
         with _COMPILING:  # LLVM's JIT set-up is not safe to run from two threads at once
@@ -172,47 +275,38 @@ class LightGBMRanker:
                 text = Path(scratch) / "ranker.txt"
                 text.write_text(self.booster.model_to_string())
                 model = lleaves.Model(model_file=str(text))
+                # LLVM's small code model: ~12% faster on an ensemble's 500 rows (benchmarks/ranking.py); lleaves
+                # warns it fails on very large forests, far above what one booster here may grow to
+                options = {"fcodemodel": "small" if self.booster.num_trees() <= _SMALL_CODE_TREES else "large"}
                 if cache is None:
-                    model.compile()
+                    model.compile(**options)
                 else:
-                    final = Path(cache) / _object_name(text.read_bytes())
+                    final = Path(cache) / _object_name(text.read_bytes(), options)
                     if final.is_file():
-                        model.compile(cache=str(final))
+                        model.compile(cache=str(final), **options)
                     else:  # written aside and renamed: a process loading the same artifact never reads half
                         final.parent.mkdir(parents=True, exist_ok=True)
                         with tempfile.TemporaryDirectory(dir=final.parent) as aside:
-                            model.compile(cache=str(Path(aside) / final.name))
+                            model.compile(cache=str(Path(aside) / final.name), **options)
                             os.replace(Path(aside) / final.name, final)
-            self._compiled = model
+            self.native = model
             return clock() - started
-
-    @property
-    def compiled(self) -> bool:
-        """True when ``predict`` runs the trees as native code."""
-        return self._compiled is not None
 
     def validation_score(self) -> float | None:
         """The best validation nDCG@eval_at reached during training (None without validation queries)."""
-        if self.booster is None:
-            raise NotFittedError(type(self).__name__)
         if self.prior_only:
             return self.prior_score
         scores = self.booster.best_score.get("valid_0", {})
         value = scores.get(f"ndcg@{self.config.eval_at}")
         return None if value is None else float(value)
 
-    def importances(self) -> dict[str, float]:
-        """Total gain per feature, largest first."""
-        if self.booster is None or self.schema is None:
-            raise NotFittedError(type(self).__name__)
-        gain = self.booster.feature_importance(importance_type="gain")
-        return dict(sorted(zip(self.schema.names, map(float, gain), strict=True), key=lambda kv: -kv[1]))
-
 
 _COMPILING = threading.Lock()
+#: boosters up to this many trees compile with LLVM's small code model (the most one grows to: max_rounds' 500)
+_SMALL_CODE_TREES = 2_000
 
 
-def _object_name(model_text: bytes) -> str:
+def _object_name(model_text: bytes, options: dict[str, str]) -> str:
     """The cache file of one model's object code on this CPU, by these lleaves and LLVM versions: lleaves
     reads a cached file without checking it, and code built for another CPU or by another compiler may not
     run here, or not the same."""
@@ -225,7 +319,7 @@ def _object_name(model_text: bytes) -> str:
     except RuntimeError:  # not every host reports its features (lleaves compiles without them then)
         features = ""
     built_by = f"{metadata.version('lleaves')} {metadata.version('llvmlite')} {binding.llvm_version_info}"
-    digest = hashlib.sha256(model_text + f"{binding.get_host_cpu_name()} {features} {built_by}".encode())
+    digest = hashlib.sha256(model_text + f"{binding.get_host_cpu_name()} {features} {built_by} {options}".encode())
     return f"ranker-{binding.get_host_cpu_name()}-{digest.hexdigest()[:16]}.o"
 
 

@@ -54,7 +54,10 @@ class SplitConfig(ConfigModel):
     t0_us: int | None = None
     label_fraction: float = Field(default=0.2, gt=0, lt=1)
     min_interactions: int = Field(default=5, ge=2)
-    validation_users: float = Field(default=0.2, gt=0, lt=1)
+    #: the share of users whose newest window is validation queries (every candidate kept) rather than training
+    #: ones. 0: every query trains — the ranker's folds (``ranker.folds`` > 1) early-stop on their own users,
+    #: and under a ``random`` split the validation users' other windows are no longer left unused
+    validation_users: float = Field(default=0.2, ge=0, lt=1)
     #: at most this many users' queries per window (a seeded sample): bounds time and memory — each costs a
     #: candidate request and features for ~500 candidates (~4.6 ms at 1M interactions); 3,000 users still give
     #: ~150k training rows, and a 1M retrain stays under 60 s (benchmarks/ranking.py)
@@ -82,6 +85,24 @@ class RankingData:
     @property
     def positives(self) -> int:
         return int((self.y > 0).sum())
+
+    @classmethod
+    def concat(cls, parts: Sequence[RankingData]) -> RankingData:
+        """The queries of every part, in order."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            x=np.concatenate([p.x for p in parts]),
+            y=np.concatenate([p.y for p in parts]),
+            groups=np.concatenate([p.groups for p in parts]),
+            users=np.concatenate([p.users for p in parts]),
+            windows=np.concatenate([p.windows for p in parts]),
+        )
+
+    def queries(self, keep: np.ndarray) -> RankingData:
+        """The queries where ``keep`` holds, with their rows."""
+        rows = np.repeat(keep, self.groups)
+        return RankingData(self.x[rows], self.y[rows], self.groups[keep], self.users[keep], self.windows[keep])
 
 
 def inner_split(
@@ -165,7 +186,7 @@ def training_data(
     )  # fmt: skip
     # window 0's builder serves the schema; older windows get their own
     parts = [_window(plan, builder if w == 0 else FeatureBuilder(builder.config), w) for w in range(split.windows)]
-    train = _concat([train for train, _, _ in parts])
+    train = RankingData.concat([train for train, _, _ in parts])
     if not len(train.groups):
         raise ConfigError(
             f"no training query: no user has {split.min_interactions}+ interactions with a held-out one among "
@@ -260,18 +281,6 @@ def _grades(table: pd.DataFrame, labels: LabelConfig) -> np.ndarray:
     if labels.strong_weight is not None:
         strong |= table["weight"].to_numpy(float) >= labels.strong_weight
     return np.where(strong, 2, 1)
-
-
-def _concat(parts: list[RankingData]) -> RankingData:
-    if len(parts) == 1:
-        return parts[0]
-    return RankingData(
-        x=np.concatenate([p.x for p in parts]),
-        y=np.concatenate([p.y for p in parts]),
-        groups=np.concatenate([p.groups for p in parts]),
-        users=np.concatenate([p.users for p in parts]),
-        windows=np.concatenate([p.windows for p in parts]),
-    )
 
 
 def _rows(

@@ -256,6 +256,18 @@ def test_training_queries_keep_every_positive_and_a_bounded_sample_of_negatives(
     assert (valid.groups == 100).all()  # validation queries rank every candidate
 
 
+def test_without_validation_users_every_users_queries_of_every_window_train(snap: Snapshot) -> None:
+    split = SplitConfig(kind="random", windows=2)
+    train, valid, _ = training_data(snap, make_generator, FeatureBuilder(), split=split, labels=LabelConfig(), seed=2)
+    pooled = split.model_copy(update={"validation_users": 0.0})
+    every, none, _ = training_data(snap, make_generator, FeatureBuilder(), split=pooled, labels=LabelConfig(), seed=2)
+    assert len(none.groups) == 0 and len(valid.groups) > 0
+    # the validation users' queries of both windows train now (a random split's older windows did not before)
+    pairs = {*zip(every.users, every.windows, strict=True)}
+    assert pairs > {*zip(train.users, train.windows, strict=True)} | {*zip(valid.users, valid.windows, strict=True)}
+    assert {w for u, w in pairs if u in set(valid.users)} == {0, 1}
+
+
 @pytest.mark.parametrize("kind", ["newest", "global"])
 def test_an_older_window_hides_its_labels_and_everything_after_them(snap: Snapshot, kind: str) -> None:
     split = SplitConfig(kind=kind, windows=2)
@@ -289,8 +301,9 @@ def _toy_schema() -> FeatureSchema:
 def test_our_ndcg_is_lightgbms() -> None:
     rng = np.random.default_rng(0)
     train, valid = _ranked_data(rng, 60, perfect=False), _ranked_data(rng, 20, perfect=False)
-    ranker = LightGBMRanker(RankerConfig(base=None, max_rounds=15), seed=1).fit(train, valid, _toy_schema())
-    raw = ranker.booster.predict(valid.x, num_iteration=ranker.booster.best_iteration)
+    ranker = LightGBMRanker(RankerConfig(base=None, max_rounds=15, folds=1), seed=1).fit(train, valid, _toy_schema())
+    booster = ranker.members[0].booster
+    raw = booster.predict(valid.x, num_iteration=booster.best_iteration)
     assert ndcg(raw, valid.y, valid.groups, 10) == pytest.approx(ranker.validation_score(), abs=1e-9)
 
 
@@ -298,14 +311,14 @@ def test_the_trees_boost_from_the_best_sources_ranking_and_never_end_below_it() 
     rng = np.random.default_rng(1)
     schema = _toy_schema()
     # the source's ranking is already perfect: no tree can beat it, the ranker keeps it alone
-    perfect = LightGBMRanker(RankerConfig(max_rounds=20), seed=1).fit(
+    perfect = LightGBMRanker(RankerConfig(max_rounds=20, folds=1), seed=1).fit(
         _ranked_data(rng, 60, True), _ranked_data(rng, 20, True), schema
     )
-    assert perfect.base == "src" and perfect.prior_only and perfect.validation_score() == pytest.approx(1.0)
+    assert perfect.members[0].base == "src" and perfect.prior_only and perfect.validation_score() == pytest.approx(1.0)
     x = _ranked_data(rng, 1, True).x
     assert np.array_equal(np.argsort(-perfect.predict(x, schema), kind="stable"), np.arange(30))
     # labels follow the noise column: the trees learn it on top of the prior and beat the source's ranking
-    noisy = LightGBMRanker(RankerConfig(max_rounds=60), seed=1).fit(
+    noisy = LightGBMRanker(RankerConfig(max_rounds=60, folds=1), seed=1).fit(
         _ranked_data(rng, 200, False), _ranked_data(rng, 50, False), schema
     )
     assert not noisy.prior_only and noisy.validation_score() > noisy.prior_score + 0.2
@@ -317,7 +330,7 @@ def test_the_compiled_trees_score_as_lightgbm_and_are_cached_per_cpu_never_pickl
     schema = FeatureSchema(version=1, names=names, descriptions=dict.fromkeys(names, "toy column"), devices=[],
                            categorical=["device"])  # fmt: skip
 
-    def data(queries: int) -> RankingData:
+    def data(queries: int, first_user: int = 0) -> RankingData:
         n = queries * 30
         device = rng.integers(0, 3, n).astype(np.float32)
         device[rng.random(n) < 0.1] = np.nan  # an unknown device
@@ -325,23 +338,24 @@ def test_the_compiled_trees_score_as_lightgbm_and_are_cached_per_cpu_never_pickl
         x[rng.random(n) < 0.1, 2] = np.nan
         signal = x[:, 0] + np.where(device == 1, np.nan_to_num(x[:, 2]), 0.0) + rng.normal(0, 0.3, n)
         y = (signal > 1.2).astype(np.int32)
-        return RankingData(x=x, y=y, groups=np.full(queries, 30), users=np.arange(queries),
+        return RankingData(x=x, y=y, groups=np.full(queries, 30), users=first_user + np.arange(queries),
                            windows=np.zeros(queries, np.int32))  # fmt: skip
 
-    ranker = LightGBMRanker(RankerConfig(base=None, max_rounds=40), seed=2).fit(data(200), data(50), schema)
+    ranker = LightGBMRanker(RankerConfig(base=None, max_rounds=40), seed=2).fit(data(200), data(50, 200), schema)
+    assert len(ranker.members) == 3  # three boosters, each compiled and cached on its own
     x = data(20).x
     x[:5, 1] = 7  # a category never seen in training
     by_lightgbm = ranker.predict(x, schema)
-    assert not ranker.compiled and ranker.booster.num_trees() > 5
+    assert not ranker.compiled and all(m.booster.num_trees() > 5 for m in ranker.members)
     ranker.compile(tmp_path)
     assert ranker.compiled
     np.testing.assert_allclose(ranker.predict(x, schema), by_lightgbm, rtol=0, atol=1e-9)
     cached = list(tmp_path.iterdir())
-    assert len(cached) == 1 and cached[0].name.startswith("ranker-") and cached[0].suffix == ".o"
+    assert len(cached) == 3 and all(c.name.startswith("ranker-") and c.suffix == ".o" for c in cached)
     again = pickle.loads(pickle.dumps(ranker))
     assert not again.compiled  # native code stays on the machine that built it
     again.compile(tmp_path)  # read from the cache this time
-    assert list(tmp_path.iterdir()) == cached
+    assert sorted(tmp_path.iterdir()) == sorted(cached)
     np.testing.assert_allclose(again.predict(x, schema), by_lightgbm, rtol=0, atol=1e-9)
 
 
@@ -506,3 +520,25 @@ def test_a_disabled_feature_keeps_its_column_and_is_always_missing(snap: Snapsho
     np.testing.assert_array_equal(x[..., kept], full[..., kept])
     with pytest.raises(ConfigError, match="unknown feature 'als_dott'"):
         FeatureBuilder(FeatureConfig(disabled=["als_dott"])).fit(gen, snap)
+
+
+def test_the_ranker_averages_boosters_each_early_stopped_on_users_the_others_trained_on() -> None:
+    rng = np.random.default_rng(3)
+    train, valid = _ranked_data(rng, 120, perfect=False), _ranked_data(rng, 30, perfect=False)
+    train = RankingData(train.x, train.y, train.groups, train.users % 40, train.windows)  # 3 queries a user
+    valid = RankingData(valid.x, valid.y, valid.groups, 40 + valid.users, valid.windows)
+    schema = _toy_schema()
+    ranker = LightGBMRanker(RankerConfig(max_rounds=40, folds=3), seed=1).fit(train, valid, schema)
+    members = ranker.members
+    assert len(members) == 3 and len({m.seed for m in members}) == 3
+    # each user's queries (training and validation ones alike) early-stop exactly one booster, the others train on them
+    held = [set(np.unique(m.held_users)) for m in members]
+    assert set().union(*held) == set(range(70)) and sum(map(len, held)) == 70
+    x = _ranked_data(rng, 2, perfect=False).x
+    np.testing.assert_allclose(ranker.predict(x, schema), np.mean([m.predict(x) for m in members], axis=0))
+    assert ranker.validation_score() == pytest.approx(np.mean([m.validation_score() for m in members]))
+    assert ranker.importances()["noise"] > ranker.importances()["src_proposed"]
+    one = LightGBMRanker(RankerConfig(max_rounds=40, folds=1), seed=1).fit(train, valid, schema)
+    assert len(one.members) == 1
+    with pytest.raises(ConfigError, match="needs queries of 2\\+ users"):
+        LightGBMRanker(RankerConfig(folds=3)).fit(train.queries(train.users == 0), None, schema)

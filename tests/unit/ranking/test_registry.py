@@ -33,8 +33,11 @@ def test_an_artifact_loads_into_an_engine_that_ranks_the_same(fitted: tuple[Engi
     assert manifest["feature_schema"]["names"] == engine.schema.names
     assert manifest["config_hash"] == CONFIG.hash() and manifest["libraries"]["lightgbm"]
     assert manifest["training_set"]["train"]["queries"] > 0 and "validation_ndcg" in manifest["offline_metrics"]
-    assert set(manifest["files"]) == {"engine.pkl", "ranker.txt"}
-    assert len(list((artifact.path / "native").glob("ranker-*.o"))) == (0 if engine.ranker.prior_only else 1)
+    members = engine.ranker.members
+    assert manifest["format"] == 2 and len(manifest["ranker"]["members"]) == len(members) == 3
+    assert set(manifest["files"]) == {"engine.pkl", "ranker-0.txt", "ranker-1.txt", "ranker-2.txt"}
+    compiled = sum(not m.prior_only for m in members)  # a booster no tree of which helped serves no trees
+    assert len(list((artifact.path / "native").glob("ranker-*.o"))) == compiled
     loaded, _ = load_engine(artifact.path)
     assert loaded.ranker.compiled != engine.ranker.prior_only  # the trees run as native code when served
     users = np.arange(0, snap.n_users, 7)
@@ -85,6 +88,10 @@ def test_a_tampered_or_foreign_artifact_is_refused(fitted: tuple[Engine, Snapsho
     manifest = json.loads((other.path / "manifest.json").read_text())
     (other.path / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 0}))
     with pytest.raises(ArtifactError, match=f"has feature schema v0; this tastemaker reads v{SCHEMA_VERSION}"):
+        load_engine(other.path)
+    older = {key: value for key, value in manifest.items() if key != "format"}  # written by older code
+    (other.path / "manifest.json").write_text(json.dumps(older))
+    with pytest.raises(ArtifactError, match="has format 1; this tastemaker reads format 2: train a new model"):
         load_engine(other.path)
     with pytest.raises(ArtifactError, match="not a model artifact"):
         load_engine(tmp_path / "missing")
