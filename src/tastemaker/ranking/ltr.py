@@ -256,10 +256,12 @@ class _Member:
             prior = priors[self.base] = self._prior(x)
         if self.prior_only:
             return prior
+        # one request's rows: one thread (a pool costs more than it saves); a batch's: every configured one
+        threads = 1 if len(x) < _ROWS_PER_THREAD else self.config.threads
         if self.native is not None:
-            trees = self.native.predict(x if wide is None else wide, n_jobs=1)
+            trees = self.native.predict(x if wide is None else wide, n_jobs=threads)
         else:
-            trees = self.booster.predict(x, num_threads=1)
+            trees = self.booster.predict(x, num_threads=threads)
         return trees if prior is None else trees + prior
 
     def compile(self, cache: str | Path | None = None) -> float:
@@ -302,6 +304,8 @@ class _Member:
 
 
 _COMPILING = threading.Lock()
+#: LightGBM's predictor uses more than one thread from this many rows on (rows are scored independently)
+_ROWS_PER_THREAD = 50_000
 #: boosters up to this many trees compile with LLVM's small code model (the most one grows to: max_rounds' 500)
 _SMALL_CODE_TREES = 2_000
 
