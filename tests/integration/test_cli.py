@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -98,3 +99,12 @@ def test_train_writes_versioned_models_that_can_be_promoted_and_rolled_back(tmp_
     assert runner.invoke(app, ["models", "rollback", "--models-dir", models]).output.strip() == f"serving {v1}"
     refused = runner.invoke(app, ["models", "promote", "v9", "--models-dir", models])
     assert refused.exit_code == 1 and "unknown model version 'v9'" in refused.output
+    # an artifact written before the ranker was an ensemble (format 1) is shown, and refused for serving
+    manifest_file = Path(models) / v2 / "manifest.json"
+    old = json.loads(manifest_file.read_text())
+    del old["format"], old["ranker"]["members"]
+    manifest_file.write_text(json.dumps(old))
+    shown = runner.invoke(app, ["models", "show", v2, "--models-dir", models])
+    assert shown.exit_code == 0 and "format 1 artifact" in shown.output and "als_rank" in shown.output
+    refused = runner.invoke(app, ["models", "promote", v2, "--models-dir", models])
+    assert refused.exit_code == 1 and "has format 1" in refused.output

@@ -258,16 +258,18 @@ def models_show(
         console.print(f"[bold]{m['version']}[/] · created {m['created_at']} · config {m['config_hash']} · "
                       f"schema v{m['schema_version']} · sources {', '.join(m['sources'])}")  # fmt: skip
         console.print(f"training window: {m['training_window']} · training set: {m['training_set']}")
-        metrics = m["offline_metrics"]
-        for i, member in enumerate(m["ranker"]["members"]):
+        metrics, members = m["offline_metrics"], m.get("ranker", {}).get("members")
+        if members is None:  # written before the ranker was an ensemble: this tastemaker cannot serve it
+            console.print(f"format {m.get('format', 1)} artifact (this tastemaker serves format 2): train a new model")
+        for i, member in enumerate(members or []):
             if member["base"]:
                 base, note = member["base"], " · no tree helped: the base ranking alone" if member["base_only"] else ""
                 console.print(f"ranker {i}: trees correct {base}'s ranking · {member['trees']} trees · validation "
                               f"nDCG {member['validation_ndcg']} ({base} alone "
                               f"{member['validation_ndcg_base_alone']}){note}")  # fmt: skip
-        alone = metrics["validation_ndcg_base_alone"]
-        console.print(f"ranker: the mean of {len(m['ranker']['members'])} · validation nDCG "
-                      f"{metrics['validation_ndcg']} (bases alone {alone})")  # fmt: skip
+        if members:
+            console.print(f"ranker: the mean of {len(members)} · validation nDCG {metrics['validation_ndcg']} "
+                          f"(bases alone {metrics['validation_ndcg_base_alone']})")  # fmt: skip
         descriptions = m["feature_schema"]["descriptions"]
         table = Table("feature", "gain", "share", "meaning")
         total = sum(m["feature_importance"].values()) or 1.0

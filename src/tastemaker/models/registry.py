@@ -153,16 +153,7 @@ def load_engine(path: str | Path) -> tuple[Engine, dict[str, Any]]:
     """The engine and manifest of the artifact at ``path``, after checking it is whole and compatible."""
     path = Path(path)
     manifest = _manifest(path)
-    if manifest.get("format", 1) != ARTIFACT_FORMAT:
-        raise ArtifactError(
-            f"artifact {path.name} has format {manifest.get('format', 1)}; this tastemaker reads format "
-            f"{ARTIFACT_FORMAT}: train a new model"
-        )
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ArtifactError(
-            f"artifact {path.name} has feature schema v{manifest.get('schema_version')}; this tastemaker reads "
-            f"v{SCHEMA_VERSION}: train a new model"
-        )
+    _check_compatible(path, manifest)
     for name, digest in manifest.get("files", {}).items():
         if not (path / name).is_file() or _sha256(path / name) != digest:
             raise ArtifactError(f"artifact {path.name}: {name} is missing or does not match its manifest checksum")
@@ -174,6 +165,22 @@ def load_engine(path: str | Path) -> tuple[Engine, dict[str, Any]]:
         raise ArtifactError(f"artifact {path.name}: engine.pkl holds a {type(engine).__name__}, not an Engine")
     _compile(engine, path / "native")
     return engine, manifest
+
+
+def _check_compatible(path: Path, manifest: dict[str, Any]) -> None:
+    """Refuse an artifact this code cannot serve: another layout, or features of another schema."""
+    found = manifest.get("format", 1)  # artifacts before the format number were format 1
+    if found != ARTIFACT_FORMAT:
+        newer = isinstance(found, int) and found > ARTIFACT_FORMAT
+        raise ArtifactError(
+            f"artifact {path.name} has format {found}; this tastemaker reads format {ARTIFACT_FORMAT}: "
+            + ("upgrade tastemaker" if newer else "train a new model")
+        )
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"artifact {path.name} has feature schema v{manifest.get('schema_version')}; this tastemaker reads "
+            f"v{SCHEMA_VERSION}: train a new model"
+        )
 
 
 def _compile(engine: Engine, cache: Path) -> None:
@@ -228,8 +235,9 @@ class Registry:
         return Artifact(version, path, _manifest(path))
 
     def promote(self, version: str) -> Artifact:
-        """Serve ``version`` from now on (it must be a complete artifact)."""
+        """Serve ``version`` from now on (it must be a complete artifact this code can serve)."""
         artifact = self.get(version)
+        _check_compatible(artifact.path, artifact.manifest)
         state = self._state()
         if state["current"] == version:  # already served: a repeat must not make rollback a no-op
             return artifact
@@ -244,8 +252,10 @@ class Registry:
         if len(state["history"]) < 2:
             raise ConfigError("nothing to roll back to: fewer than two promotions in the registry's history")
         history = state["history"][:-1]
+        artifact = self.get(history[-1])
+        _check_compatible(artifact.path, artifact.manifest)  # never roll back onto what cannot be served
         _write_json(self._file, {"current": history[-1], "history": history})
-        return self.get(history[-1])
+        return artifact
 
     def load_current(self) -> tuple[Engine, dict[str, Any]]:
         if self.current is None:

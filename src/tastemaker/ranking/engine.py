@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pydantic import Field
+from pydantic import Field, model_validator
 from threadpoolctl import threadpool_limits
 
 from tastemaker.candidates.base import CandidateSource, History
@@ -45,6 +45,15 @@ class EngineConfig(ConfigModel):
     #: "now" when a request gives no context (offline evaluation): just after the user's latest interaction,
     #: or the snapshot's end for everyone
     offline_now: Literal["user-latest", "snapshot-end"] = "user-latest"
+
+    @model_validator(mode="after")
+    def _early_stopping_has_queries(self) -> EngineConfig:
+        if self.ranker.folds == 1 and self.split.validation_users == 0:
+            raise ValueError(
+                "ranker.folds = 1 early-stops on validation users: give split.validation_users > 0 (e.g. 0.2), "
+                "or ranker.folds > 1 (each booster then early-stops on its own fold of users)"
+            )
+        return self
 
 
 class Engine(CandidateSource):

@@ -10,9 +10,9 @@ source ends. If no tree helps, the ranker is the prior alone.
 The ranker is an average of such boosters (``folds``, 3 by default): the queries are split by user into
 folds, each booster trains on all folds but one and early-stops on, and picks its base by, the one left out.
 One booster early-stopped on a few hundred validation queries is a noisy fit; the mean of three is steadier,
-and every query trains two of them. On the harness validation splits the average beat one booster by 3%
-under both protocols, while one booster trained on every query for the members' mean number of rounds did
-not (docs/EVALUATION.md).
+and every query trains two of them. On the harness validation splits the mean of three beat one booster by
+1.0% under ``recommenders`` (2.1% with every query training there) and 3.8% under ``temporal``, while one
+booster trained on every query for the members' mean number of rounds did not (docs/EVALUATION.md).
 
 Serving can run the trees compiled to native code (``compile``, with lleaves: the same model, the same
 scores, about 3× faster on one request's 500 candidates than LightGBM's own predictor, whose per-call
@@ -24,6 +24,7 @@ never pickled.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import threading
@@ -40,6 +41,8 @@ from tastemaker.ranking.features import FeatureSchema
 from tastemaker.ranking.training import RankingData
 
 __all__ = ["LightGBMRanker", "RankerConfig", "SchemaMismatchError", "ndcg"]
+
+_log = logging.getLogger(__name__)
 
 
 class SchemaMismatchError(ConfigError):
@@ -63,11 +66,11 @@ class RankerConfig(ConfigModel):
     base: str | None = "auto"
     #: how strongly the prior holds: trees override a rank gap of ``log2`` ratio 1 with this much score
     base_weight: float = Field(default=0.5, gt=0)  # validation: 0.5 > 1 > 2 > 4
-    #: rankers averaged: every query (training and validation alike) goes to one of this many folds by its
-    #: user; each ranker trains on the other folds and early-stops on (and picks its base by) its own, and a
-    #: request's score is their mean. 1: one ranker, trained on the training queries and early-stopped on the
-    #: validation ones. Validation: 3 (0.2339 / 0.1631) and 5 over 1 (0.2270 / 0.1574); serving time grows
-    #: with it (each ranker's trees run; benchmarks/ranking.py)
+    #: boosters averaged: every query (training and validation alike, as given) goes to one of this many folds
+    #: by its user; each booster trains on the other folds and early-stops on (and picks its base by) its own,
+    #: and a request's score is their mean. 1: one booster, trained on the training queries and early-stopped
+    #: on the validation ones. Validation nDCG@10 (recommenders / temporal, docs/EVALUATION.md): 1 0.2260 /
+    #: 0.1574, 3 0.2283 / 0.1634, 5 0.2304 / 0.1636; serving time grows with it (every booster's trees run)
     folds: int = Field(default=3, ge=1)
 
 
@@ -89,7 +92,13 @@ class LightGBMRanker:
         pooled = train if valid is None else RankingData.concat([train, valid])
         users = np.unique(pooled.users)
         if len(users) < 2:
-            raise ConfigError(f"ranker.folds = {self.config.folds} needs queries of 2+ users, got {len(users)}")
+            raise ConfigError(
+                f"ranker.folds = {self.config.folds} needs queries of 2+ users, got {len(users)}: more data, or "
+                "ranker.folds = 1 with validation users"
+            )
+        if len(users) < self.config.folds:
+            _log.warning("ranker.folds = %d but only %d users have queries: %d boosters", self.config.folds,
+                         len(users), len(users))  # fmt: skip
         shuffled = np.random.default_rng(self.seed).permutation(users)
         parts = np.array_split(shuffled, min(self.config.folds, len(users)))
         fold = np.empty(len(pooled.users), np.int64)
@@ -277,7 +286,7 @@ class _Member:
                 text = Path(scratch) / "ranker.txt"
                 text.write_text(self.booster.model_to_string())
                 model = lleaves.Model(model_file=str(text))
-                # LLVM's small code model: ~12% faster on an ensemble's 500 rows (benchmarks/ranking.py); lleaves
+                # LLVM's small code model: ~12% faster on the benchmark's three boosters × 500 rows; lleaves
                 # warns it fails on very large forests, far above what one booster here may grow to
                 options = {"fcodemodel": "small" if self.booster.num_trees() <= _SMALL_CODE_TREES else "large"}
                 if cache is None:

@@ -530,10 +530,12 @@ def test_the_ranker_averages_boosters_each_early_stopped_on_users_the_others_tra
     schema = _toy_schema()
     ranker = LightGBMRanker(RankerConfig(max_rounds=40, folds=3), seed=1).fit(train, valid, schema)
     members = ranker.members
-    assert len(members) == 3 and len({m.seed for m in members}) == 3
+    assert len(members) == 3
     # each user's queries (training and validation ones alike) early-stop exactly one booster, the others train on them
     held = [set(np.unique(m.held_users)) for m in members]
     assert set().union(*held) == set(range(70)) and sum(map(len, held)) == 70
+    trained = [set(range(70)) - h for h in held]
+    assert all(len(t) == 70 - len(h) > 0 for t, h in zip(trained, held, strict=True))
     x = _ranked_data(rng, 2, perfect=False).x
     np.testing.assert_allclose(ranker.predict(x, schema), np.mean([m.predict(x) for m in members], axis=0))
     assert ranker.validation_score() == pytest.approx(np.mean([m.validation_score() for m in members]))
@@ -542,3 +544,11 @@ def test_the_ranker_averages_boosters_each_early_stopped_on_users_the_others_tra
     assert len(one.members) == 1
     with pytest.raises(ConfigError, match="needs queries of 2\\+ users"):
         LightGBMRanker(RankerConfig(folds=3)).fit(train.queries(train.users == 0), None, schema)
+    two = train.queries(train.users < 2)  # fewer users than folds: a booster per user
+    assert len(LightGBMRanker(RankerConfig(max_rounds=5, folds=3)).fit(two, None, schema).members) == 2
+
+
+def test_one_booster_without_validation_users_is_refused() -> None:
+    with pytest.raises(ValueError, match="ranker.folds = 1 early-stops on validation users"):
+        EngineConfig(ranker=RankerConfig(folds=1), split=SplitConfig(validation_users=0.0))
+    assert EngineConfig(ranker=RankerConfig(folds=3), split=SplitConfig(validation_users=0.0))

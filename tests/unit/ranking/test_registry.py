@@ -93,6 +93,11 @@ def test_a_tampered_or_foreign_artifact_is_refused(fitted: tuple[Engine, Snapsho
     (other.path / "manifest.json").write_text(json.dumps(older))
     with pytest.raises(ArtifactError, match="has format 1; this tastemaker reads format 2: train a new model"):
         load_engine(other.path)
+    with pytest.raises(ArtifactError, match="has format 1"):  # nor is it promoted
+        Registry(tmp_path / "b").promote(other.version)
+    (other.path / "manifest.json").write_text(json.dumps({**manifest, "format": 3}))
+    with pytest.raises(ArtifactError, match="has format 3; this tastemaker reads format 2: upgrade tastemaker"):
+        load_engine(other.path)
     with pytest.raises(ArtifactError, match="not a model artifact"):
         load_engine(tmp_path / "missing")
 
