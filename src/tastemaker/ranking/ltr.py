@@ -112,7 +112,8 @@ class LightGBMRanker:
 
     @property
     def prior_only(self) -> bool:
-        """True when no member's trees beat its base source's ranking: serving needs no trees then."""
+        """True when no member's trees beat its base source's ranking: serving needs no trees then (the score is
+        the mean of the members' base rankings, one source's when they share a base)."""
         self._require()
         return all(m.prior_only for m in self.members)
 
