@@ -49,15 +49,15 @@ def main() -> None:
     print(f"engine fit (inner sources + training set + ranker + sources on everything): {fit_seconds:.1f} s; "
           f"training set {engine.training}; steps ended at {engine.fit_seconds}")  # fmt: skip
     users = np.random.default_rng(1).integers(0, snap.n_users, args.requests)
-    found = [engine.generator.generate(np.array([u]), exclude=snap.matrix[[u]]) for u in users]
+    first = engine.generator.generate(users[:1], exclude=snap.matrix[users[:1]])
     schema = engine.schema
-    by_lightgbm = time_ranking(engine, snap, users, found, args.passes)
+    by_lightgbm = time_ranking(engine, snap, users, args.passes)
     compile_seconds = engine.ranker.compile()  # as a server loading the artifact (or `tastemaker train` saving it)
-    rank_ms, feature_ms = time_ranking(engine, snap, users, found, args.passes)
+    rank_ms, feature_ms = time_ranking(engine, snap, users, args.passes)
     best, best_features = rank_ms.min(axis=0), feature_ms.min(axis=0)
     # a quiet server: one request a second, so every minute starts the item statistics' cache afresh
     # (an item's first request in a minute searches for it); every request counted, not each one's fastest
-    quiet, _ = time_ranking(engine, snap, users, found, args.passes, step_us=1_000_000)
+    quiet, _ = time_ranking(engine, snap, users, args.passes, step_us=1_000_000)
 
     def q(values: np.ndarray, at: float) -> float:
         return round(float(np.percentile(values, at)), 3)
@@ -66,7 +66,7 @@ def main() -> None:
         "world": {"users": args.users, "items": args.items, "interactions": args.interactions},
         "fit_seconds": round(fit_seconds, 1), "fit_steps_ended_at": engine.fit_seconds,
         "training_set": engine.training,
-        "candidates_per_request": int((found[0].items >= 0).sum()), "features": len(schema.names),
+        "candidates_per_request": int((first.items >= 0).sum()), "features": len(schema.names),
         "rank_p50_ms": q(best, 50), "rank_p99_ms": q(best, 99), "rank_p99_ms_every_pass": q(rank_ms, 99),
         "features_p50_ms": q(best_features, 50), "trees_p50_ms": q(best - best_features, 50),
         "compile_seconds": round(compile_seconds, 2),
@@ -87,7 +87,7 @@ def main() -> None:
 
 
 def time_ranking(
-    engine: Engine, snap, users: np.ndarray, found: list, passes: int, step_us: int = 0
+    engine: Engine, snap, users: np.ndarray, passes: int, step_us: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Milliseconds to rank each user's candidates (features + trees) and to compute the features, per pass.
     Request ``r`` (over all passes) is asked at the snapshot's end + ``r · step_us``. As in a served request,
@@ -100,11 +100,11 @@ def time_ranking(
         for p in range(passes):
             for i, user in enumerate(users):
                 context = [Context(now_us=snap.end_us + (p * len(users) + i) * step_us, device="mobile")]
-                engine.generator.generate(np.array([user]), exclude=snap.matrix[[user]])  # the same as found[i]
+                found = engine.generator.generate(np.array([user]), exclude=snap.matrix[[user]])
                 t = time.perf_counter_ns()
-                x = engine.features.compute(np.array([user]), found[i], context)
+                x = engine.features.compute(np.array([user]), found, context)
                 t_features = time.perf_counter_ns()
-                valid = found[i].items >= 0
+                valid = found.items >= 0
                 engine.ranker.predict(x[valid], schema)
                 done = time.perf_counter_ns()
                 feature_ms[p, i], rank_ms[p, i] = (t_features - t) / 1e6, (done - t) / 1e6

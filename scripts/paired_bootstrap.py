@@ -6,9 +6,9 @@
     python scripts/paired_bootstrap.py DUMP engine ease [--k 10] [--target 1.03]
 
 Reads the dump folder (train, test, recs_A, recs_B parquet files), scores each evaluated user's nDCG@k for
-both models by the documented rules (relevance as in scripts/recompute_metrics.py, without a rating
-threshold), resamples the users 10,000 times (seeded) and prints the ratio of means, its 95% interval and
-the share of resamples at or above ``--target``.
+both models with scripts/recompute_metrics.py (without a rating threshold), resamples the users 10,000
+times (seeded) and prints the ratio of means, its 95% interval and the share of resamples at or above
+``--target``.
 """
 
 from __future__ import annotations
@@ -18,16 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from recompute_metrics import relevant_pairs
-
-
-def per_user_ndcg(recs: pd.DataFrame, truth: pd.DataFrame, users: list, k: int) -> np.ndarray:
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
-    hits = recs[recs["rank"] <= k].merge(truth, on=["user_id", "item_id"], how="inner")
-    dcg = (discount[hits["rank"].to_numpy() - 1]).astype(float)
-    dcg = pd.Series(dcg).groupby(hits["user_id"].to_numpy()).sum()
-    ideal = truth.groupby("user_id").size().clip(upper=k).map(lambda n: discount[:n].sum())
-    return (dcg.reindex(users).fillna(0.0) / ideal.reindex(users)).to_numpy()
+from recompute_metrics import per_user_metrics
 
 
 def main() -> None:
@@ -39,10 +30,10 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=1.03)
     args = parser.parse_args()
     train, test = pd.read_parquet(args.dump / "train.parquet"), pd.read_parquet(args.dump / "test.parquet")
-    truth = relevant_pairs(train, test, None)
-    users = sorted(truth["user_id"].unique())
-    a, b = (per_user_ndcg(pd.read_parquet(args.dump / f"recs_{m}.parquet"), truth, users, args.k)
+    a, b = (per_user_metrics(train, test, pd.read_parquet(args.dump / f"recs_{m}.parquet"), args.k, None)
             for m in (args.a, args.b))  # fmt: skip
+    users = list(a)
+    a, b = np.array([a[u]["ndcg"] for u in users]), np.array([b[u]["ndcg"] for u in users])
     draws = np.random.default_rng(0).integers(0, len(users), (10_000, len(users)))
     ratios = a[draws].mean(axis=1) / b[draws].mean(axis=1)
     low, high = np.percentile(ratios, [2.5, 97.5])

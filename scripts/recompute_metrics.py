@@ -28,10 +28,12 @@ def relevant_pairs(train: pd.DataFrame, test: pd.DataFrame, threshold: float | N
     return test[test["user_id"].isin(set(train["user_id"]))][["user_id", "item_id"]].drop_duplicates()
 
 
-def recompute(train: pd.DataFrame, test: pd.DataFrame, recs: pd.DataFrame, k: int, threshold: float | None) -> dict:
+def per_user_metrics(
+    train: pd.DataFrame, test: pd.DataFrame, recs: pd.DataFrame, k: int, threshold: float | None
+) -> dict[object, dict[str, float]]:
+    """Every evaluated user's nDCG, AP, precision, recall, hit and reciprocal rank at ``k`` (0 without a hit)."""
     truth = relevant_pairs(train, test, threshold)
     users = sorted(truth["user_id"].unique())
-    n_users = len(users)
     actual = truth.groupby("user_id").size()
     recs = recs[recs["rank"] <= k]
     hits = recs.merge(truth, on=["user_id", "item_id"], how="inner").sort_values(["user_id", "rank"])
@@ -53,6 +55,13 @@ def recompute(train: pd.DataFrame, test: pd.DataFrame, recs: pd.DataFrame, k: in
             "hit": 1.0,
             "rr": 1.0 / min(ranks),
         }
+    return per_user
+
+
+def recompute(train: pd.DataFrame, test: pd.DataFrame, recs: pd.DataFrame, k: int, threshold: float | None) -> dict:
+    per_user = per_user_metrics(train, test, recs, k, threshold)
+    users, n_users = list(per_user), len(per_user)
+    recs = recs[recs["rank"] <= k]
 
     def mean(key: str) -> float:
         return sum(v[key] for v in per_user.values()) / n_users if n_users else 0.0

