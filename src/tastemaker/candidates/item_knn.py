@@ -1,7 +1,11 @@
 """Item-item nearest neighbours: items similar to what a user did most recently.
 
-``implicit`` builds the item×item similarity (cosine or BM25-weighted dot products, each item keeping its
-``neighbours`` best). A user's score for item ``j`` is ``Σ_i w_i · sim(i, j)`` over their ``recent_items``
+The item×item similarity keeps each item's ``neighbours`` best: ``implicit`` builds cosine or BM25-weighted
+dot products; ``rp3`` is RP3β (Paudel et al. 2017, "Updatable, accurate, diverse, and scalable
+recommendations for interactive applications"): the probability of a three-step random walk item → user →
+item on the binarised interaction graph, each step's transition probability raised to ``rp3_alpha``, divided
+by the target item's popularity to the power ``rp3_beta`` (which favours the long tail), computed here in
+sparse blocks of items. A user's score for item ``j`` is ``Σ_i w_i · sim(i, j)`` over their ``recent_items``
 newest items ``i``, where ``w_i`` is the interaction weight, halved every ``half_life_days`` of age
 relative to the user's own newest interaction (so no clock is needed). Only items reached through a
 neighbour are proposed. Scoring reads :meth:`~CandidateSource.user_items` and
@@ -35,16 +39,21 @@ __all__ = ["ItemKNN", "ItemKNNConfig"]
 _DAY_US = 86_400 * 1_000_000
 _BLOCK = 1_024  # users per dense score block
 _BY_HAND = 200_000  # neighbour entries a request may sum by hand (above: scipy's sparse product)
+_WALK_ENTRIES = 20_000_000  # RP3β: at most about this many item×item walk entries are held at once
 
 
 class ItemKNNConfig(ConfigModel):
-    similarity: Literal["cosine", "bm25"] = "bm25"
+    similarity: Literal["cosine", "bm25", "rp3"] = "bm25"
     #: neighbours kept per item (implicit's ``K``)
     neighbours: int = Field(default=200, ge=1)
     #: BM25 saturation and length normalisation (implicit's ``K1``, ``B``); a low ``b`` normalises an item's
     #: similarities only a little by its popularity, which ranks better here than cosine's full normalisation
     bm25_k1: float = Field(default=1.2, ge=0)
     bm25_b: float = Field(default=0.1, ge=0, le=1)
+    #: RP3β: the exponent of each random-walk step's probability, and of the target item's popularity it is
+    #: divided by
+    rp3_alpha: float = Field(default=0.5, gt=0)
+    rp3_beta: float = Field(default=0.5, ge=0)
     #: how many of a user's newest items their candidates come from
     recent_items: int = Field(default=500, ge=1)
     #: None weighs every recent item alike; a number halves an item's weight per this many days of age
@@ -59,6 +68,9 @@ class ItemKNN(CandidateSource):
 
     def _fit(self, snapshot: Snapshot) -> None:
         cfg = self.config
+        if cfg.similarity == "rp3":
+            self.similarity = rp3_similarity(snapshot.matrix, cfg.rp3_alpha, cfg.rp3_beta, cfg.neighbours)
+            return
         # implicit warns (and slows down) with threaded BLAS; its own weighting hands itself COO input,
         # which it then warns about converting
         with threadpool_limits(1, "blas"), warnings.catch_warnings():
@@ -157,3 +169,47 @@ class ItemKNN(CandidateSource):
         best = np.r_[True, key[1:] != key[:-1]] & (contribution > 0)
         out[key[best] // width, key[best] % width] = source[best]
         return out
+
+
+def rp3_similarity(matrix: sp.spmatrix, alpha: float, beta: float, neighbours: int) -> sp.csr_matrix:
+    """RP3β's item×item matrix (see the module docstring), each row keeping its ``neighbours`` largest entries
+    and no self-similarity: ``W[i, j] = Σ_u (1/pop_i)^α (1/deg_u)^α / pop_j^β`` over users ``u`` who interacted
+    with both ``i`` and ``j``. Rows are computed in blocks sized so a block's walk entries stay bounded."""
+    x = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    x.eliminate_zeros()  # a stored zero is no interaction
+    x.data[:] = 1.0
+    n_items = x.shape[1]
+    degree = np.asarray(x.sum(axis=1), np.float64).ravel()
+    popularity = np.asarray(x.sum(axis=0), np.float64).ravel()
+    inverse = lambda v, p: np.where(v > 0, np.maximum(v, 1.0) ** -p, 0.0)  # noqa: E731
+    # item -> user (items × users) and user -> item, the latter already divided by the target's popularity^β
+    to_users = (sp.diags(inverse(popularity, alpha).astype(np.float32)) @ x.T.tocsr()).tocsr()
+    to_items = (sp.diags(inverse(degree, alpha).astype(np.float32)) @ x @ sp.diags(
+        inverse(popularity, beta).astype(np.float32))).tocsr()  # fmt: skip
+    # walk entries of an item's row ≤ Σ over its users of their degree: size each block by that bound
+    cost = np.asarray(x.T @ degree).ravel()
+    blocks, start = [], 0
+    while start < n_items:
+        end = min(n_items, start + 1 + int(np.searchsorted(np.cumsum(cost[start + 1 :]), _WALK_ENTRIES)))
+        walk = (to_users[start:end] @ to_items).tocsr()
+        blocks.append(_row_top(walk, neighbours, first_row=start))
+        start = end
+    if not blocks:
+        return sp.csr_matrix((n_items, n_items), dtype=np.float32)
+    return sp.vstack(blocks, format="csr", dtype=np.float32)
+
+
+def _row_top(matrix: sp.csr_matrix, n: int, first_row: int = 0) -> sp.csr_matrix:
+    """``matrix`` (rows ``first_row``… of an item×item matrix) keeping each row's ``n`` largest positive
+    entries off the diagonal (ties broken by position, reproducibly). A partition per long row: linear in the
+    entries, where sorting them all would be several times slower."""
+    indptr, data = matrix.indptr, matrix.data
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(indptr))
+    keep = (data > 0) & (matrix.indices != rows + first_row)  # an item is not its own neighbour
+    data = np.where(keep, data, 0)
+    for row in np.flatnonzero(np.diff(indptr) > n):
+        start, end = indptr[row], indptr[row + 1]
+        segment = keep[start:end]
+        segment[np.argpartition(-data[start:end], n - 1)[n:]] = False
+    kept = np.concatenate([[0], np.cumsum(keep)])[indptr]  # entries kept before each row's start
+    return sp.csr_matrix((data[keep], matrix.indices[keep], kept), shape=matrix.shape)

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from tastemaker.candidates import History
-from tastemaker.candidates.item_knn import ItemKNN, ItemKNNConfig
+from tastemaker.candidates.item_knn import ItemKNN, ItemKNNConfig, rp3_similarity
 from tastemaker.data import Dataset, Snapshot
 from tastemaker.errors import ConfigError, DataFormatError, NotFittedError
 
@@ -34,7 +34,7 @@ def events(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
     return frame.assign(event_id=[f"e{i}" for i in range(len(rows))], type="view", value=np.nan)
 
 
-@pytest.mark.parametrize("similarity", ["cosine", "bm25"])
+@pytest.mark.parametrize("similarity", ["cosine", "bm25", "rp3"])
 def test_a_user_who_saw_a_gets_b_first_because_of_a(similarity: str) -> None:
     snap = two_pairs()
     knn = ItemKNN(ItemKNNConfig(similarity=similarity)).fit(snap)
@@ -153,3 +153,48 @@ def test_a_small_request_summed_by_hand_equals_the_sparse_product(
     distinct = (gap > 1e-4 * np.abs(scores)) | ~np.isfinite(scores)
     assert distinct.mean() > 0.5
     assert np.array_equal(by_hand[0][distinct], by_scipy[0][distinct])
+
+
+def rp3_dense(x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """RP3β by its definition: P(item → user)^α · P(user → item)^α summed over users, over popularity^β."""
+    to_user = (x / np.maximum(x.sum(axis=0), 1)).T ** alpha
+    to_item = (x / np.maximum(x.sum(axis=1), 1)[:, None]) ** alpha
+    walk = to_user @ to_item / np.maximum(x.sum(axis=0), 1)[None, :] ** beta
+    np.fill_diagonal(walk, 0.0)
+    return walk
+
+
+@pytest.mark.parametrize("block", [10**9, 40, 1])
+@pytest.mark.parametrize(("alpha", "beta", "neighbours"), [(0.5, 0.5, 15), (1.0, 0.0, 200), (0.75, 0.3, 1)])
+def test_rp3_keeps_each_items_largest_walk_probabilities(
+    block: int, alpha: float, beta: float, neighbours: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(7)
+    x = (rng.random((200, 90)) < 0.1).astype(np.float32)
+    x[3] = 0  # a user without items
+    x[:, 11] = 0  # an item nobody took
+    weights = sp.csr_matrix(x * rng.integers(1, 5, x.shape))  # weights are binarised
+    monkeypatch.setattr("tastemaker.candidates.item_knn._WALK_ENTRIES", block)  # one block, some, one item each
+    got = rp3_similarity(weights, alpha, beta, neighbours)
+    expected = rp3_dense(x, alpha, beta)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    assert got.diagonal().sum() == 0 and got[11].nnz == 0 and got[:, 11].nnz == 0
+    for item in range(x.shape[1]):
+        row = got[item].toarray().ravel()
+        kept = np.flatnonzero(row)
+        best = np.sort(expected[item][expected[item] > 0])[::-1][:neighbours]
+        # the kept values are the row's largest (ties may pick either item) and are exact where kept
+        np.testing.assert_allclose(np.sort(row[kept])[::-1], best, rtol=1e-5)
+        np.testing.assert_allclose(row[kept], expected[item, kept], rtol=1e-5)
+
+
+def test_rp3_beta_moves_neighbours_towards_the_long_tail() -> None:
+    # item 0 co-occurs with a popular item 1 (in 8 users) and a rarer item 2 (in 3): beta 0 ranks the popular
+    # one first (more walks end there), beta 1 the rare one
+    x = np.zeros((10, 3), np.float32)
+    x[:4, 0] = 1
+    x[:8, 1] = 1
+    x[:3, 2] = 1
+    for beta, first in [(0.0, 1), (1.0, 2)]:
+        row = rp3_similarity(sp.csr_matrix(x), 1.0, beta, 2)[0].toarray().ravel()
+        assert row.argmax() == first
