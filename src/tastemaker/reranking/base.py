@@ -1,0 +1,261 @@
+"""Layer 3's contract: one request's ranked candidates, the stages that re-rank them, and what they read.
+
+A :class:`Slate` is a request's candidates in their current order with a positive *utility* per item: the
+chain starts it at ``exp(score - best score)``, which keeps the ranker's order and makes a business rule's
+"× 1.2" mean the same to every list (+log 1.2 in the ranker's units), whatever the scores' scale or sign.
+Each :class:`Reranker` stage takes a slate and returns a new one; it reads item metadata from a
+:class:`Catalog`, the request's options from a :class:`Request`, and logged exposures and engagements
+from :class:`Feedback`. Positions are list indices: 0 is the top.
+
+A stage belongs to one phase, and a chain runs its stages in phase order (a config that lists them out of
+order is refused before anything runs):
+
+* ``filter`` — drop items (seen, unavailable, blocked, out of the request's scope);
+* ``score`` — change utilities (boost, bury, freshness, fatigue); the slate is re-sorted after each;
+* ``arrange`` — reorder greedily under constraints (diversity, caps, minimum counts); each such stage sees
+  the previous one's order, so when two constraints conflict the later stage's wins;
+* ``place`` — put items at fixed positions (pins, exploration slots) and mark them ``fixed``; a later place
+  stage leaves fixed positions alone.
+
+Every item carries the *propensity* with which the policy put it at its position: 1 for a deterministic
+chain; the exploration stage, the only random one, computes them for every position of the list. Randomness
+comes from ``stream(seed, "rerank", request_id)``: the same seed and request id give the same list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from tastemaker.data.snapshot import UNKNOWN_TIME, Snapshot
+
+__all__ = ["Catalog", "Feedback", "NoFeedback", "Phase", "Request", "Reranker", "Seen", "Slate"]
+
+Phase = Literal["filter", "score", "arrange", "place"]
+PHASES: tuple[Phase, ...] = ("filter", "score", "arrange", "place")
+DAY_US = 86_400 * 1_000_000
+
+
+@dataclass(frozen=True)
+class Slate:
+    """A request's candidates in order. ``items`` are catalog indices; ``sources`` the name of the source
+    that proposed each most strongly (``"pinned"``, ``"exploration"`` for items a stage put there)."""
+
+    items: np.ndarray
+    utility: np.ndarray
+    sources: np.ndarray
+    propensity: np.ndarray
+    fixed: np.ndarray
+
+    @classmethod
+    def of(cls, items: np.ndarray, scores: np.ndarray, sources: Sequence[str] | np.ndarray) -> Slate:
+        """A ranked list (``scores`` from the ranker, any scale; -inf and padding ``-1`` items dropped),
+        sorted by score, with utilities ``exp(score - best)``."""
+        items = np.asarray(items, np.int64)
+        scores = np.asarray(scores, np.float64)
+        sources = np.asarray(sources, dtype=object)
+        keep = (items >= 0) & np.isfinite(scores)
+        items, scores, sources = items[keep], scores[keep], sources[keep]
+        order = np.argsort(-scores, kind="stable")
+        utility = np.exp(scores[order] - scores[order[0]]) if len(order) else np.zeros(0)
+        n = len(items)
+        return cls(items[order], utility, sources[order], np.ones(n), np.zeros(n, bool))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def take(self, index: np.ndarray) -> Slate:
+        """The entries at ``index`` (positions or a boolean mask), in that order."""
+        return Slate(self.items[index], self.utility[index], self.sources[index], self.propensity[index],
+                     self.fixed[index])  # fmt: skip
+
+    def sorted(self) -> Slate:
+        """Ordered by utility (stable: ties keep their order); fixed entries keep their positions."""
+        free = np.flatnonzero(~self.fixed)
+        order = np.arange(len(self))
+        order[free] = free[np.argsort(-self.utility[free], kind="stable")]
+        return self.take(order)
+
+    def reorder(self, order: np.ndarray) -> Slate:
+        """The free entries in ``order`` (a permutation of all positions; fixed ones are skipped), fixed
+        entries left where they are."""
+        order = np.asarray(order, np.int64)
+        result = np.arange(len(self))
+        result[~self.fixed] = order[~self.fixed[order]]
+        return self.take(result)
+
+    def place(self, placements: dict[int, int], propensity: dict[int, float] | None = None) -> Slate:
+        """Entry ``e`` moved to position ``placements[e]`` and fixed there, for each; the other free entries
+        fill the remaining positions in their order. A target that is taken (already fixed, or asked twice)
+        goes to the next free position below it; a target past the end, to the last free position."""
+        n = len(self)
+        taken = self.fixed.copy()
+        result = np.where(self.fixed, np.arange(n), -1)
+        for entry, target in sorted(placements.items(), key=lambda kv: (kv[1], kv[0])):
+            free = np.flatnonzero(~taken)
+            at = free[min(np.searchsorted(free, min(target, n - 1)), len(free) - 1)]
+            result[at], taken[at] = entry, True
+        placed = set(placements)
+        rest = [e for e in range(n) if not self.fixed[e] and e not in placed]
+        result[result < 0] = rest
+        moved = self.take(result)
+        fixed = moved.fixed.copy()
+        fixed[np.isin(result, list(placed))] = True
+        chance = moved.propensity.copy()
+        for entry, value in (propensity or {}).items():
+            chance[result == entry] = value
+        return Slate(moved.items, moved.utility, moved.sources, chance, fixed)
+
+    def with_utility(self, utility: np.ndarray) -> Slate:
+        return dataclasses.replace(self, utility=np.asarray(utility, np.float64)).sorted()
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the user consumed: item indices, when they last did, and the event type (``""`` when the
+    history does not say, e.g. a snapshot's aggregated pairs)."""
+
+    items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    last_us: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    types: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+
+
+@dataclass(frozen=True)
+class Request:
+    """One list to re-rank: whose, when (injected, never the wall clock), how long, and the request's own
+    options. ``exploration_share`` overrides the configured share for this request (0–0.2)."""
+
+    user: int
+    now_us: int
+    k: int
+    request_id: str = ""
+    seen: Seen = field(default_factory=Seen)
+    include: np.ndarray | None = None
+    exclude: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    category: str | None = None
+    exploration_share: float | None = None
+
+
+class Feedback(Protocol):
+    """Logged exposures and the engagements attributed to them (the serving layer's exposure log; an
+    offline evaluation has none). Counts are of events before ``now_us``."""
+
+    def item_counts(self, items: np.ndarray, now_us: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per item: times shown and times engaged with after being shown (float arrays)."""
+        ...
+
+    def user_ignored(self, user: int, items: np.ndarray, now_us: int, since_us: int) -> np.ndarray:
+        """Per item: times shown to ``user`` in ``[since_us, now_us)`` that no engagement followed."""
+        ...
+
+    def provider_shares(self, now_us: int, since_us: int) -> dict[str, float]:
+        """Each provider's share of the exposures in ``[since_us, now_us)``."""
+        ...
+
+
+class NoFeedback:
+    """Nothing logged yet: every count is zero."""
+
+    def item_counts(self, items: np.ndarray, now_us: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(len(items)), np.zeros(len(items))
+
+    def user_ignored(self, user: int, items: np.ndarray, now_us: int, since_us: int) -> np.ndarray:
+        return np.zeros(len(items))
+
+    def provider_shares(self, now_us: int, since_us: int) -> dict[str, float]:
+        return {}
+
+
+class Catalog:
+    """Item metadata as arrays the stages read: categories, provider, creation time, availability,
+    attributes, and (optionally) unit item vectors for diversity."""
+
+    def __init__(
+        self,
+        item_ids: pd.Index,
+        categories: pd.Index,
+        item_categories: sp.csr_matrix,
+        provider: np.ndarray,
+        created_us: np.ndarray,
+        available: np.ndarray,
+        attributes: Sequence[dict[str, Any]] = (),
+        vectors: np.ndarray | None = None,
+    ) -> None:
+        self.item_ids = item_ids
+        self.categories = categories
+        self.item_categories = sp.csr_matrix(item_categories, dtype=bool)
+        names = np.array(["" if p is None or (isinstance(p, float) and np.isnan(p)) else str(p) for p in provider],
+                         dtype=object)  # fmt: skip
+        self.providers, codes = np.unique(names, return_inverse=True)
+        self.provider = codes.astype(np.int64)
+        self.created_us = np.asarray(created_us, np.int64)
+        self.available = np.asarray(available, bool)
+        self.attributes = tuple(attributes)
+        self.vectors = None if vectors is None else _unit(np.asarray(vectors, np.float32))
+        self._columns: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def of(cls, snapshot: Snapshot, vectors: np.ndarray | None = None) -> Catalog:
+        return cls(snapshot.item_ids, snapshot.categories, snapshot.item_categories, snapshot.item_provider,
+                   snapshot.item_created_at_us, snapshot.item_available, snapshot.item_attributes, vectors)  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def age_days(self, items: np.ndarray, now_us: int) -> np.ndarray:
+        """Days since each item's creation (NaN where unknown)."""
+        created = self.created_us[items]
+        return np.where(created == UNKNOWN_TIME, np.nan, (now_us - created) / DAY_US)
+
+    def category_codes(self, names: Sequence[str]) -> np.ndarray:
+        """Indices of the named categories (names the catalog does not have are left out)."""
+        found = self.categories.get_indexer(list(names))
+        return found[found >= 0]
+
+    def has_category(self, items: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Per item: whether it has any of the categories ``codes``."""
+        if not len(codes):
+            return np.zeros(len(items), bool)
+        rows = self.item_categories[items]
+        return np.asarray(rows[:, codes].sum(axis=1)).ravel() > 0
+
+    def provider_codes(self, names: Sequence[str]) -> np.ndarray:
+        at = np.searchsorted(self.providers, np.asarray(list(names), dtype=object))
+        at = np.minimum(at, len(self.providers) - 1)
+        return at[self.providers[at] == np.asarray(list(names), dtype=object)] if len(names) else at[:0]
+
+    def attribute(self, key: str) -> np.ndarray:
+        """The attribute ``key`` of every item as an object array (None where an item lacks it), cached."""
+        if key not in self._columns:
+            column = np.full(len(self), None, dtype=object)
+            for i, attrs in enumerate(self.attributes):
+                if attrs and key in attrs:
+                    column[i] = attrs[key]
+            self._columns[key] = column
+        return self._columns[key]
+
+
+class Reranker(ABC):
+    """One stage of the chain. Subclasses set ``phase`` and implement :meth:`apply`; a stage never adds
+    an item that is not in the slate it was given."""
+
+    phase: ClassVar[Phase]
+
+    @abstractmethod
+    def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate: ...
+
+    def wanted(self, catalog: Catalog) -> np.ndarray:
+        """Items the chain must add to every slate before filtering (default: none)."""
+        return np.zeros(0, np.int64)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norm > 0, norm, 1.0)

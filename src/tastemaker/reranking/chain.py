@@ -1,0 +1,101 @@
+"""The re-ranking chain: stages declared in config (``[[rerank.stages]]`` in TOML), built once, applied to
+each request's ranked candidates. See :mod:`tastemaker.reranking.base` for the contract."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from tastemaker.config import ConfigModel
+from tastemaker.reranking.base import PHASES, Catalog, Feedback, NoFeedback, Request, Reranker, Slate
+from tastemaker.reranking.diversity import MMR, MMRConfig, WindowCap, WindowCapConfig
+from tastemaker.reranking.exploration import Exploration, ExplorationConfig
+from tastemaker.reranking.fairness import ProviderFairness, ProviderFairnessConfig
+from tastemaker.reranking.fatigue import Fatigue, FatigueConfig
+from tastemaker.reranking.filters import Filter, FilterConfig
+from tastemaker.reranking.freshness import FreshBoost, FreshBoostConfig, MinFresh, MinFreshConfig
+from tastemaker.reranking.rules import Boost, BoostConfig, Cap, CapConfig, Pin, PinConfig
+
+__all__ = ["Chain", "RerankConfig", "StageConfig", "default_stages"]
+
+StageConfig = Annotated[
+    FilterConfig | BoostConfig | CapConfig | PinConfig | MMRConfig | WindowCapConfig | FreshBoostConfig
+    | MinFreshConfig | ProviderFairnessConfig | FatigueConfig | ExplorationConfig,
+    Field(discriminator="stage"),
+]  # fmt: skip
+
+_STAGES: dict[type, type[Reranker]] = {
+    FilterConfig: Filter, BoostConfig: Boost, CapConfig: Cap, PinConfig: Pin, MMRConfig: MMR,
+    WindowCapConfig: WindowCap, FreshBoostConfig: FreshBoost, MinFreshConfig: MinFresh,
+    ProviderFairnessConfig: ProviderFairness, FatigueConfig: Fatigue, ExplorationConfig: Exploration,
+}  # fmt: skip
+
+
+def default_stages() -> list[StageConfig]:
+    """The chain a team gets without configuring one (docs/EVALUATION.md says how it was chosen)."""
+    return [
+        FilterConfig(),
+        FatigueConfig(),
+        FreshBoostConfig(),
+        WindowCapConfig(by="category", max_items=3, window=5),
+        WindowCapConfig(by="provider", max_items=1, window=3),
+        ProviderFairnessConfig(),
+        ExplorationConfig(),
+    ]
+
+
+class RerankConfig(ConfigModel):
+    stages: list[StageConfig] = Field(default_factory=default_stages)
+    #: with the request id, seeds the chain's only randomness (exploration)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _phase_order(self) -> RerankConfig:
+        phases = [_STAGES[type(s)].phase for s in self.stages]
+        for before, (after, stage) in zip(phases, zip(phases[1:], self.stages[1:], strict=True), strict=False):
+            if PHASES.index(after) < PHASES.index(before):
+                raise ValueError(
+                    f"stage {stage.stage!r} ({after}) comes after a {before} stage; stages run in phase order: "
+                    + ", ".join(PHASES)
+                )
+        if sum(isinstance(s, ExplorationConfig) for s in self.stages) > 1:
+            raise ValueError("at most one exploration stage")
+        return self
+
+
+class Chain:
+    """The configured stages, in order. :meth:`apply` re-ranks one request's slate to its first ``k``."""
+
+    def __init__(self, config: RerankConfig | None = None) -> None:
+        self.config = config or RerankConfig()
+        self.stages = [_STAGES[type(s)](s) for s in self.config.stages]
+
+    def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback | None = None) -> Slate:
+        feedback = feedback or NoFeedback()
+        slate = self._with_wanted(slate, catalog)
+        for stage in self.stages:
+            if not len(slate):
+                break
+            slate = stage.apply(slate, request, catalog, feedback, self.config.seed)
+        return slate.take(np.arange(min(request.k, len(slate))))
+
+    def apply_many(
+        self, slates: Sequence[Slate], requests: Sequence[Request], catalog: Catalog, feedback: Feedback | None = None
+    ) -> list[Slate]:
+        return [self.apply(s, r, catalog, feedback) for s, r in zip(slates, requests, strict=True)]
+
+    def _with_wanted(self, slate: Slate, catalog: Catalog) -> Slate:
+        """Items a stage needs (pins) appended when the ranker did not propose them, at the bottom."""
+        wanted = [stage.wanted(catalog) for stage in self.stages]
+        extra = np.setdiff1d(np.concatenate(wanted) if wanted else np.zeros(0, np.int64), slate.items)
+        if not len(extra):
+            return slate
+        low = slate.utility.min() if len(slate) else 1.0
+        return Slate(
+            np.r_[slate.items, extra], np.r_[slate.utility, np.full(len(extra), low * 1e-3)],
+            np.r_[slate.sources, np.full(len(extra), "pinned", dtype=object)],
+            np.r_[slate.propensity, np.ones(len(extra))], np.r_[slate.fixed, np.zeros(len(extra), bool)],
+        )  # fmt: skip

@@ -1,0 +1,150 @@
+"""Diversity: maximal marginal relevance over item vectors, and sliding-window caps on categories and
+providers ("at most N of one category in any W consecutive slots").
+
+Both are greedy passes over the list's first ``depth × k`` items that fill the first ``k`` positions;
+the rest of the slate follows in its order. Fixed positions (pins, exploration) are left alone and count
+in the windows.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from tastemaker.config import ConfigModel
+from tastemaker.reranking.base import Catalog, Feedback, Phase, Request, Reranker, Slate
+
+__all__ = ["MMR", "MMRConfig", "WindowCap", "WindowCapConfig"]
+
+
+class MMRConfig(ConfigModel):
+    stage: Literal["mmr"] = "mmr"
+    #: weight of relevance against novelty: 1 keeps the ranker's order, 0 only spreads
+    lambda_: float = Field(default=0.7, ge=0, le=1, alias="lambda")
+    #: items considered: the first ``depth × k``
+    depth: float = Field(default=3.0, ge=1)
+
+    model_config = {**ConfigModel.model_config, "populate_by_name": True}
+
+
+class MMR(Reranker):
+    """Each next position takes the item maximising ``λ · relevance - (1 - λ) · max cosine`` to the items
+    already placed, relevance being the utility scaled to [0, 1] over the items considered. Needs the
+    catalog's item vectors; without them the slate is left as it is."""
+
+    phase: ClassVar[Phase] = "arrange"
+
+    def __init__(self, config: MMRConfig | None = None) -> None:
+        self.config = config or MMRConfig()
+
+    def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate:
+        if catalog.vectors is None or len(slate) < 2:
+            return slate
+        lam = self.config.lambda_
+        pool = np.flatnonzero(~slate.fixed)[: int(np.ceil(self.config.depth * request.k))]
+        k = min(request.k, len(slate))
+        vectors = catalog.vectors[slate.items[pool]]
+        utility = slate.utility[pool]
+        span = utility.max() - utility.min()
+        relevance = (utility - utility.min()) / span if span > 0 else np.ones(len(pool))
+        closest = np.full(len(pool), -np.inf)
+        for position in np.flatnonzero(slate.fixed[:k]):  # fixed items on top count as placed
+            closest = np.maximum(closest, vectors @ catalog.vectors[slate.items[position]])
+        chosen = np.zeros(len(pool), bool)
+        picks = []
+        for _ in range(min(k - int(slate.fixed[:k].sum()), len(pool))):
+            value = lam * relevance - (1 - lam) * np.where(np.isfinite(closest), closest, 0.0)
+            value[chosen] = -np.inf
+            best = int(np.argmax(value))
+            chosen[best] = True
+            picks.append(pool[best])
+            closest = np.maximum(closest, vectors @ vectors[best])
+        return slate.reorder(_order(len(slate), picks))
+
+
+class WindowCapConfig(ConfigModel):
+    stage: Literal["window_cap"] = "window_cap"
+    #: ``category``: an item counts once for each of its categories; ``provider``: for its provider
+    by: Literal["category", "provider"] = "category"
+    #: at most ``max_items`` items sharing a value in any ``window`` consecutive positions
+    max_items: int = Field(default=2, ge=1)
+    window: int = Field(default=5, ge=2)
+    depth: float = Field(default=5.0, ge=1)
+
+
+class WindowCap(Reranker):
+    """Fills the first ``k`` positions in order, each with the best remaining item that keeps every value
+    at most ``max_items`` times in the last ``window`` positions; when no remaining item can, the best
+    remaining one (the cap holds whenever enough other items exist)."""
+
+    phase: ClassVar[Phase] = "arrange"
+
+    def __init__(self, config: WindowCapConfig | None = None) -> None:
+        self.config = config or WindowCapConfig()
+
+    def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate:
+        cfg = self.config
+        k = min(request.k, len(slate))
+        pool = np.flatnonzero(~slate.fixed)[: int(np.ceil(cfg.depth * request.k))]
+        # a sequential greedy pass over a few hundred entries: plain Python over small lists beats numpy calls
+        # per position (each position usually takes the first or second entry it looks at)
+        entries = np.r_[pool, np.flatnonzero(slate.fixed[:k])]
+        lists, n_values = self._value_lists(slate.items[entries], catalog)
+        has = dict(zip(entries.tolist(), lists, strict=True))
+        counts = [0] * n_values  # per value, over the window's previous positions
+        cap, window = cfg.max_items, cfg.window
+        pool_list = pool.tolist()
+        chosen = [False] * len(pool_list)
+        first = 0  # every pool entry before this one is chosen
+        placed: list[int] = []
+        picks: list[int] = []
+        for position in range(k):
+            if len(placed) >= window:  # the position leaving the window that ends here
+                for v in has[placed[-window]]:
+                    counts[v] -= 1
+            if slate.fixed[position]:
+                entry = position
+            else:
+                while first < len(chosen) and chosen[first]:
+                    first += 1
+                if first == len(chosen):
+                    break
+                pick = next((j for j in range(first, len(chosen))
+                             if not chosen[j] and all(counts[v] < cap for v in has[pool_list[j]])), first)  # fmt: skip
+                chosen[pick] = True
+                entry = pool_list[pick]
+                picks.append(entry)
+            placed.append(entry)
+            for v in has[entry]:
+                counts[v] += 1
+        return slate.reorder(_order(len(slate), picks))
+
+    def values(self, items: np.ndarray, catalog: Catalog) -> np.ndarray:
+        """``(items, values)`` bool over the values these items have: their categories, or their provider
+        (items without a provider share none)."""
+        lists, n_values = self._value_lists(items, catalog)
+        out = np.zeros((len(items), n_values), bool)
+        for row, found in enumerate(lists):
+            out[row, found] = True
+        return out
+
+    def _value_lists(self, items: np.ndarray, catalog: Catalog) -> tuple[list[list[int]], int]:
+        """Per item, the values it has, numbered from 0 over these items; and how many there are."""
+        if self.config.by == "category":
+            rows = catalog.item_categories[items]
+            used, local = np.unique(rows.indices, return_inverse=True)
+            flat, bounds = local.tolist(), rows.indptr.tolist()
+            return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)], len(used)
+        codes = catalog.provider[items]
+        used, local = np.unique(codes, return_inverse=True)
+        none = set(np.flatnonzero(catalog.providers[used] == "").tolist())  # items without one share nothing
+        return [[] if v in none else [v] for v in local.tolist()], len(used)
+
+
+def _order(n: int, picks: list[int]) -> np.ndarray:
+    """A permutation of ``range(n)``: ``picks`` first, in that order, then the rest in theirs."""
+    rest = np.ones(n, bool)
+    rest[picks] = False
+    return np.r_[np.asarray(picks, np.int64), np.flatnonzero(rest)]
