@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--metric", default=None, help="what to maximise (default ndcg@K), e.g. recall@500")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--also", default="", help="other metrics to print beside it, e.g. diversity,coverage,gini")
     parser.add_argument(
         "--seeds", type=int, default=1,
         help="fit each point with this many model seeds (42, 43, ...) and average: steadier for noisy models",
@@ -72,14 +73,16 @@ def main() -> None:
     def register(protocol: str) -> None:
         for i, point in enumerate(points):
             values = base.config.model_dump()
-            if args.source == "engine":  # the engine as the harness builds it under this protocol
-                values = engine_config(protocol).model_dump()
+            if args.source == "engine":  # the engine as the harness builds it under this protocol (k-item lists)
+                values = {**engine_config(protocol).model_dump(by_alias=True), "list_length": args.k}
             for key, value in point.items():  # "quotas.als" sets values["quotas"]["als"]
                 *path, last = key.split(".")
                 target = values
-                for part in path:
-                    target = target[part]
-                if isinstance(target.get(last), list):  # a list field: "a+b", or "none" for an empty list
+                for part in path:  # a number indexes a list: "rerank.stages.6.share"
+                    target = target[int(part)] if isinstance(target, list) else target[part]
+                if isinstance(target, dict) and isinstance(
+                    target.get(last), list
+                ):  # a list field: "a+b", or "none" for an empty list
                     value = [] if value is None else str(value).split("+")
                 target[last] = value
             config = config_type.from_dict(values)
@@ -90,6 +93,8 @@ def main() -> None:
 
     dataset = load_dataset(args.data)
     table = {}
+    also = [name for name in args.also.split(",") if name]
+    extra: dict[str, list[dict[str, float]]] = {}
     for protocol in protocols:
         register(protocol)
         inner = train_side(dataset, protocol, 42)
@@ -99,17 +104,24 @@ def main() -> None:
             float(np.mean([result["models"][f"grid{i}s{j}"][metric] for j in range(args.seeds)]))
             for i in range(len(points))
         ]
+        extra[protocol] = [
+            {name: float(np.mean([result["models"][f"grid{i}s{j}"][name] for j in range(args.seeds)])) for name in also}
+            for i in range(len(points))
+        ]
         print(f"{protocol}: validation users {result['n_users_evaluated']}")
     relative = np.mean([np.array(v) / max(v) for v in table.values()], axis=0)
     rows = sorted(range(len(points)), key=lambda i: -relative[i])
     for i in rows:
-        cells = "  ".join(f"{p} {table[p][i]:.4f}" for p in protocols)
+        cells = "  ".join(
+            f"{p} {table[p][i]:.4f}" + "".join(f" {n} {extra[p][i][n]:.4f}" for n in also) for p in protocols
+        )
         print(f"{relative[i]:.4f}  {cells}  {points[i]}")
     print(f"best: {points[rows[0]]}")
     if args.json:
         doc = {"source": args.source, "data": args.data, "k": args.k, "metric": metric, "protocols": protocols,
                "points": [{"params": points[i], "relative": float(relative[i]),
-                           **{p: table[p][i] for p in protocols}} for i in rows]}  # fmt: skip
+                           **{p: table[p][i] for p in protocols},
+                           **{f"{p} {n}": extra[p][i][n] for p in protocols for n in also}} for i in rows]}  # fmt: skip
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
 
 

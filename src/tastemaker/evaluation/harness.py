@@ -90,7 +90,7 @@ def evaluate(
     if dump_dir is not None:
         _dump_split(Path(dump_dir), parts)
     for name in models:
-        model = make_model(name, seed, protocol)
+        model = make_model(name, seed, protocol, k)
         report(f"fit {name}", 0, 1)
         started = time.perf_counter()
         model.fit(snap)

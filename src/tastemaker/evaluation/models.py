@@ -22,6 +22,7 @@ MODELS: dict[str, Callable[[int], CandidateSource]] = {
     **SOURCES,  # als, item_knn, ease, content, popular (all-time), trending, fresh
     "candidates": lambda seed: CandidateGenerator(seed=seed),
     "engine": lambda seed: _engine(seed),
+    "engine-norerank": lambda seed: _engine(seed, rerank=False),
 }
 
 
@@ -48,16 +49,22 @@ def engine_config(protocol: str | None = None) -> EngineConfig:
     return EngineConfig(split=split, labels=labels, features=features)
 
 
-def _engine(seed: int, protocol: str | None = None) -> CandidateSource:
+def _engine(seed: int, protocol: str | None = None, *, rerank: bool = True, k: int | None = None) -> CandidateSource:
     from tastemaker.ranking import Engine
+    from tastemaker.reranking import RerankConfig
 
-    return Engine(engine_config(protocol), seed=seed)
+    config = engine_config(protocol)
+    update: dict[str, object] = {} if rerank else {"rerank": RerankConfig(stages=[])}
+    if k is not None:  # the re-ranked list is the one scored: k items, as a user would be served k
+        update["list_length"] = k
+    return Engine(config.model_copy(update=update), seed=seed)
 
 
-def make_model(name: str, seed: int, protocol: str | None = None) -> CandidateSource:
-    """A fresh model; ``protocol`` lets a model that trains on an inner split shape it like the outer one."""
+def make_model(name: str, seed: int, protocol: str | None = None, k: int | None = None) -> CandidateSource:
+    """A fresh model; ``protocol`` lets a model that trains on an inner split shape it like the outer one, and
+    ``k`` (the length of the list scored) tells the engine how long a list to re-rank."""
     if name not in MODELS:
         raise UnknownNameError("model", name, list(MODELS))
-    if name == "engine":
-        return _engine(seed, protocol)
+    if name in ("engine", "engine-norerank"):
+        return _engine(seed, protocol, rerank=name == "engine", k=k)
     return MODELS[name](seed)

@@ -46,8 +46,9 @@ from tastemaker.store.base import Store
 __all__ = ["Artifact", "Registry", "load_engine", "save_engine", "train"]
 
 _log = logging.getLogger(__name__)
-#: the artifact layout (bump when engine.pkl's objects or the files change): 2 — the ranker is an ensemble
-ARTIFACT_FORMAT = 2
+#: the artifact layout (bump when engine.pkl's objects or the files change): 2 — the ranker is an ensemble;
+#: 3 — the engine carries its re-ranking chain and catalog
+ARTIFACT_FORMAT = 3
 _LIBRARIES = ("tastemaker", "numpy", "scipy", "pandas", "implicit", "faiss-cpu", "lightgbm", "lleaves", "scikit-learn")
 
 

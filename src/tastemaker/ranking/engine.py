@@ -28,6 +28,7 @@ from tastemaker.errors import ConfigError
 from tastemaker.ranking.features import Context, FeatureBuilder, FeatureConfig, FeatureSchema
 from tastemaker.ranking.ltr import LightGBMRanker, RankerConfig
 from tastemaker.ranking.training import LabelConfig, RankingData, SplitConfig, inner_split, training_data
+from tastemaker.reranking import Catalog, Chain, Feedback, Request, RerankConfig
 
 __all__ = ["Engine", "EngineConfig", "Recommendations"]
 
@@ -45,6 +46,11 @@ class EngineConfig(ConfigModel):
     #: "now" when a request gives no context (offline evaluation): just after the user's latest interaction,
     #: or the snapshot's end for everyone
     offline_now: Literal["user-latest", "snapshot-end"] = "user-latest"
+    #: layer 3, applied to every list (no stages: the ranker's order)
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
+    #: offline lists (``candidates(users, n)``, what ``tastemaker evaluate`` scores): the first this many are
+    #: the re-ranked list a user would be served, the rest follow in the ranker's order
+    list_length: int = Field(default=30, ge=1)
 
     @model_validator(mode="after")
     def _early_stopping_has_queries(self) -> EngineConfig:
@@ -114,6 +120,9 @@ class Engine(CandidateSource):
             raise ConfigError(f"the served features {served_names} differ from the trained ones {schema.names}")
         self._schema = schema  # the ranker's own object: requests pass its check without comparing names
         self._now = snapshot.end_us
+        als = self.generator.sources.get("als")
+        self.catalog = Catalog.of(snapshot, vectors=getattr(als, "item_factors", None))
+        self.chain = Chain(cfg.rerank)
         seconds["total"] = round(clock() - started, 2)
         #: seconds from the start of the fit at which each step ended (steps overlap: see above)
         self.fit_seconds = seconds
@@ -143,8 +152,13 @@ class Engine(CandidateSource):
         return self
 
     def add_items(self, items: pd.DataFrame) -> np.ndarray:
+        known = len(self.item_ids)
         got = super().add_items(items)
         self.generator.add_items(items)
+        ids = items["item_id"].astype(str)
+        new = items[(got >= known) & ~ids.duplicated().to_numpy()]
+        if len(new):
+            self.catalog = self.catalog.with_items(new.reset_index(drop=True))
         return got
 
     def rank(
@@ -156,10 +170,7 @@ class Engine(CandidateSource):
         if not len(users):
             return found, np.zeros(found.items.shape)
         if contexts is None:  # no request time given (offline evaluation)
-            if self.config.offline_now == "snapshot-end":
-                contexts = [Context(now_us=self._now)] * len(users)
-            else:
-                contexts = [Context(now_us=int(t)) for t in self._latest(users)]
+            contexts = [Context(now_us=int(t)) for t in self._offline_nows(users)]
         x = self.features.compute(users, found, contexts)
         valid = found.items >= 0
         scores = np.full(found.items.shape, -np.inf)
@@ -174,26 +185,55 @@ class Engine(CandidateSource):
         *,
         exclude: sp.csr_matrix | None = None,
         contexts: Sequence[Context] | None = None,
+        requests: Sequence[Request] | None = None,
+        feedback: Feedback | None = None,
     ) -> Recommendations:
-        """The top ``k`` of each user's ranked candidates, each with its strongest source and a reason."""
+        """Each user's list of ``k``: ranked candidates through the re-ranking chain, each item with its
+        strongest source, a reason and the propensity the chain placed it with. ``requests`` (one per user)
+        carry the request id, seen items and per-request options; by default each user's request has the
+        context's now and the id ``offline:USER``. ``feedback`` is the exposure log (default: none)."""
         users = np.asarray(users, dtype=np.int64)
         found, scores = self.rank(users, exclude=exclude, contexts=contexts)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        items = np.take_along_axis(found.items, order, axis=1)
-        best = np.take_along_axis(scores, order, axis=1)
-        items = np.where(np.isfinite(best), items, -1)
-        primary = np.take_along_axis(found.primary, order, axis=1)
+        return self._rerank(users, k, found, scores, contexts, requests, feedback)
+
+    def _rerank(
+        self,
+        users: np.ndarray,
+        k: int,
+        found: Candidates,
+        scores: np.ndarray,
+        contexts: Sequence[Context] | None,
+        requests: Sequence[Request] | None,
+        feedback: Feedback | None,
+    ) -> Recommendations:
+        if requests is None:
+            nows = [c.now_us for c in contexts] if contexts is not None else self._offline_nows(users)
+            requests = [Request(user=int(u), now_us=int(t), k=k, request_id=f"offline:{self.user_ids[u]}")
+                        for u, t in zip(users, nows, strict=True)]  # fmt: skip
+        names = np.asarray(found.sources, dtype=object)
+        sources = names[found.primary] if len(names) else np.full(found.items.shape, "", dtype=object)
+        slates = self.chain.apply_rows(found.items, scores, sources, requests, self.catalog, feedback)
+        items = np.full((len(users), k), -1, np.int64)
+        best = np.full((len(users), k), -np.inf)
+        propensity = np.full((len(users), k), np.nan)
+        for row, slate in enumerate(slates):
+            n = min(k, len(slate))
+            items[row, :n], propensity[row, :n] = slate.items[:n], slate.propensity[:n]
+            best[row, :n] = _scores_of(found.items[row], scores[row], slate.items[:n])
         seeds = self.generator.because(users, items)  # the history item that most explains each one
-        sources = [[found.sources[p] if i >= 0 else "" for p, i in zip(row_p, row_i, strict=True)]
-                   for row_p, row_i in zip(primary, items, strict=True)]  # fmt: skip
+        listed = [[str(s) for s in slate.sources[:k]] + [""] * (k - min(k, len(slate))) for slate in slates]
         reasons = [
             [self._reason(s, i, seed) if i >= 0 else "" for s, i, seed in zip(srcs, row, seed_row, strict=True)]
-            for srcs, row, seed_row in zip(sources, items, seeds, strict=True)
+            for srcs, row, seed_row in zip(listed, items, seeds, strict=True)
         ]
-        return Recommendations(items, np.where(items >= 0, best, -np.inf), sources, reasons)
+        return Recommendations(items, best, listed, reasons, propensity)
 
     def _reason(self, source: str, item: int, seed: int) -> str:
         snap = self.snapshot
+        if source == "exploration":
+            return "something new to try"
+        if source == "pinned":
+            return "featured"
         if source in _TEMPLATES:
             category = self._category(item)
             return _TEMPLATES[source].format(category=category) if category else _WITHOUT_CATEGORY[source]
@@ -208,6 +248,11 @@ class Engine(CandidateSource):
             return None
         return str(self.snapshot.categories[cats.indices[cats.indptr[item]]])
 
+    def _offline_nows(self, users: np.ndarray) -> np.ndarray:
+        if self.config.offline_now == "snapshot-end":
+            return np.full(len(users), self._now, np.int64)
+        return self._latest(users)
+
     def _latest(self, users: np.ndarray) -> np.ndarray:
         """Just after each user's latest interaction (the snapshot's end for users without one). Training
         puts "now" where a user's held-out interactions begin, right after their last known one; an offline
@@ -218,11 +263,23 @@ class Engine(CandidateSource):
         return np.where(latest >= 0, latest + 1, self._now)
 
     def _candidates(self, users: np.ndarray, n: int, exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """The served list (``list_length`` items through the chain), then the rest of the ranked
+        candidates in the ranker's order, up to ``n``."""
         found, scores = self.rank(users, exclude=exclude)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :n]
         ids = np.take_along_axis(found.items, order, axis=1)
         best = np.take_along_axis(scores, order, axis=1).astype(np.float32)
         ids = np.where(np.isfinite(best), ids, -1)
+        if self.chain.stages:
+            listed = self._rerank(users, min(n, self.config.list_length), found, scores, None, None, None)
+            for row in range(len(users)):
+                head = listed.items[row][listed.items[row] >= 0]
+                rest = ids[row][(ids[row] >= 0) & ~np.isin(ids[row], head)]
+                merged = np.r_[head, rest][:n]
+                ids[row] = -1
+                ids[row, : len(merged)] = merged
+                best[row] = -np.inf
+                best[row, : len(merged)] = _scores_of(found.items[row], scores[row], merged)
         pad = n - ids.shape[1]
         if pad > 0:
             ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
@@ -274,6 +331,8 @@ class Recommendations:
     scores: np.ndarray
     sources: list[list[str]]
     reasons: list[list[str]]
+    #: the chance the re-ranking policy put each item at its position (1 unless it explored; NaN: padding)
+    propensity: np.ndarray
 
 
 _TEMPLATES = {
@@ -282,6 +341,17 @@ _TEMPLATES = {
     "fresh": "new in {category}",
 }
 _WITHOUT_CATEGORY = {"popular": "popular right now", "trending": "trending this week", "fresh": "new"}
+
+
+def _scores_of(candidates: np.ndarray, scores: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """The ranker's score of each of ``items`` among one user's ``candidates`` (NaN for an item the ranker
+    did not score, e.g. a pinned one)."""
+    if not len(candidates):
+        return np.full(len(items), np.nan)
+    order = np.argsort(candidates, kind="stable")
+    at = np.minimum(np.searchsorted(candidates[order], items), len(candidates) - 1)
+    found = order[at]
+    return np.where(candidates[found] == items, scores[found], np.nan)
 
 
 def _history(snapshot: Snapshot, rows: np.ndarray) -> History:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -91,27 +91,24 @@ class Slate:
         result[~self.fixed] = order[~self.fixed[order]]
         return self.take(result)
 
-    def place(self, placements: dict[int, int], propensity: dict[int, float] | None = None) -> Slate:
-        """Entry ``e`` moved to position ``placements[e]`` and fixed there, for each; the other free entries
-        fill the remaining positions in their order. A target that is taken (already fixed, or asked twice)
-        goes to the next free position below it; a target past the end, to the last free position."""
+    def place(self, placements: Sequence[tuple[int, int]]) -> Slate:
+        """Each ``(entry, target)`` in turn: the entry moved to position ``target`` and fixed there; the other
+        free entries then fill the remaining positions in their order. A target already taken (fixed, or by
+        an earlier placement) gives the next free position below it; a target past the end, the last free
+        position."""
         n = len(self)
         taken = self.fixed.copy()
         result = np.where(self.fixed, np.arange(n), -1)
-        for entry, target in sorted(placements.items(), key=lambda kv: (kv[1], kv[0])):
+        for entry, target in placements:
             free = np.flatnonzero(~taken)
             at = free[min(np.searchsorted(free, min(target, n - 1)), len(free) - 1)]
             result[at], taken[at] = entry, True
-        placed = set(placements)
-        rest = [e for e in range(n) if not self.fixed[e] and e not in placed]
-        result[result < 0] = rest
+        placed = np.zeros(n, bool)
+        placed[[entry for entry, _ in placements]] = True
+        result[result < 0] = np.flatnonzero(~self.fixed & ~placed)
         moved = self.take(result)
-        fixed = moved.fixed.copy()
-        fixed[np.isin(result, list(placed))] = True
-        chance = moved.propensity.copy()
-        for entry, value in (propensity or {}).items():
-            chance[result == entry] = value
-        return Slate(moved.items, moved.utility, moved.sources, chance, fixed)
+        fixed = moved.fixed | placed[result]
+        return Slate(moved.items, moved.utility, moved.sources, moved.propensity, fixed)
 
     def with_utility(self, utility: np.ndarray) -> Slate:
         return dataclasses.replace(self, utility=np.asarray(utility, np.float64)).sorted()
@@ -200,6 +197,25 @@ class Catalog:
         self.attributes = tuple(attributes)
         self.vectors = None if vectors is None else _unit(np.asarray(vectors, np.float32))
         self._columns: dict[str, np.ndarray] = {}
+        self._cache: dict[tuple[object, ...], np.ndarray] = {}
+
+    def cached(self, key: tuple[object, ...], make: Callable[[], np.ndarray]) -> np.ndarray:
+        """``make()``, computed once per catalog for ``key``: per-item masks a stage's config implies
+        (blocked providers, a rule's condition) cost one pass over the catalog, then a lookup per request."""
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = make()
+        return found
+
+    def in_categories(self, names: Sequence[str]) -> np.ndarray:
+        """A mask over every item: whether it has any of the named categories (cached)."""
+        def make() -> np.ndarray:
+            codes = self.category_codes(names)
+            if not len(codes):
+                return np.zeros(len(self), bool)
+            return np.asarray(self.item_categories[:, codes].sum(axis=1)).ravel() > 0
+
+        return self.cached(("categories", *sorted(names)), make)
 
     @classmethod
     def of(cls, snapshot: Snapshot, vectors: np.ndarray | None = None) -> Catalog:
@@ -208,6 +224,31 @@ class Catalog:
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+    def with_items(self, items: pd.DataFrame) -> Catalog:
+        """This catalog and ``items`` (new ids, in order; columns as a dataset's items table, all optional
+        but ``item_id``): categories the catalog does not know are left out; no item vector (zeros)."""
+        n = len(items)
+        cats = items["categories"] if "categories" in items else pd.Series([[]] * n)
+        rows, cols = [], []
+        for row, names in enumerate(cats):
+            found = self.categories.get_indexer(list(names) if isinstance(names, list | tuple | np.ndarray) else [])
+            cols += found[found >= 0].tolist()
+            rows += [row] * int((found >= 0).sum())
+        added = sp.csr_matrix((np.ones(len(rows), bool), (rows, cols)), shape=(n, len(self.categories)))
+        created = items["created_at_us"] if "created_at_us" in items else pd.Series([None] * n)
+        created = np.array([UNKNOWN_TIME if pd.isna(c) else int(c) for c in created], np.int64)
+        vectors = None if self.vectors is None else np.vstack([self.vectors, np.zeros((n, self.vectors.shape[1]))])
+        available = items["available"].fillna(True).to_numpy(bool) if "available" in items else np.ones(n, bool)
+        return Catalog(
+            self.item_ids.append(pd.Index(items["item_id"].astype(str), dtype=object)), self.categories,
+            sp.vstack([self.item_categories, added]).tocsr(),
+            np.r_[self.providers[self.provider], items["provider"] if "provider" in items else [None] * n],
+            np.r_[self.created_us, created],
+            np.r_[self.available, available],
+            [*(self.attributes or [{}] * len(self)), *(items["attributes"] if "attributes" in items else [{}] * n)],
+            vectors,
+        )  # fmt: skip
 
     def age_days(self, items: np.ndarray, now_us: int) -> np.ndarray:
         """Days since each item's creation (NaN where unknown)."""
@@ -218,13 +259,6 @@ class Catalog:
         """Indices of the named categories (names the catalog does not have are left out)."""
         found = self.categories.get_indexer(list(names))
         return found[found >= 0]
-
-    def has_category(self, items: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Per item: whether it has any of the categories ``codes``."""
-        if not len(codes):
-            return np.zeros(len(items), bool)
-        rows = self.item_categories[items]
-        return np.asarray(rows[:, codes].sum(axis=1)).ravel() > 0
 
     def provider_codes(self, names: Sequence[str]) -> np.ndarray:
         at = np.searchsorted(self.providers, np.asarray(list(names), dtype=object))

@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from tastemaker.config import ConfigModel
+from tastemaker.errors import ConfigError
 from tastemaker.reranking.base import PHASES, Catalog, Feedback, NoFeedback, Request, Reranker, Slate
 from tastemaker.reranking.diversity import MMR, MMRConfig, WindowCap, WindowCapConfig
 from tastemaker.reranking.exploration import Exploration, ExplorationConfig
@@ -82,10 +83,23 @@ class Chain:
             slate = stage.apply(slate, request, catalog, feedback, self.config.seed)
         return slate.take(np.arange(min(request.k, len(slate))))
 
-    def apply_many(
-        self, slates: Sequence[Slate], requests: Sequence[Request], catalog: Catalog, feedback: Feedback | None = None
+    def apply_rows(
+        self,
+        items: np.ndarray,
+        scores: np.ndarray,
+        sources: np.ndarray,
+        requests: Sequence[Request],
+        catalog: Catalog,
+        feedback: Feedback | None = None,
     ) -> list[Slate]:
-        return [self.apply(s, r, catalog, feedback) for s, r in zip(slates, requests, strict=True)]
+        """A batch: row ``r`` of ``items`` / ``scores`` / ``sources`` (ranked candidates, ``-1`` padded) is
+        request ``r``'s; each is re-ranked on its own."""
+        if not (len(items) == len(scores) == len(sources) == len(requests)):
+            raise ConfigError(f"got {len(items)} rows of candidates for {len(requests)} requests; give one each")
+        return [
+            self.apply(Slate.of(row, score, source), request, catalog, feedback)
+            for row, score, source, request in zip(items, scores, sources, requests, strict=True)
+        ]
 
     def _with_wanted(self, slate: Slate, catalog: Catalog) -> Slate:
         """Items a stage needs (pins) appended when the ranker did not propose them, at the bottom."""

@@ -13,6 +13,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from tastemaker.candidates.base import take_rows
 from tastemaker.config import ConfigModel
 from tastemaker.reranking.base import Catalog, Feedback, Phase, Request, Reranker, Slate
 
@@ -30,7 +31,7 @@ class MMRConfig(ConfigModel):
 
 
 class MMR(Reranker):
-    """Each next position takes the item maximising ``λ · relevance - (1 - λ) · max cosine`` to the items
+    """Each next position takes the item maximising ``λ · relevance - (1 - λ) · max(0, cosines)`` to the items
     already placed, relevance being the utility scaled to [0, 1] over the items considered. Needs the
     catalog's item vectors; without them the slate is left as it is."""
 
@@ -49,18 +50,21 @@ class MMR(Reranker):
         utility = slate.utility[pool]
         span = utility.max() - utility.min()
         relevance = (utility - utility.min()) / span if span > 0 else np.ones(len(pool))
-        closest = np.full(len(pool), -np.inf)
+        # the penalty is the largest cosine to an item already placed, counted from 0: an item unlike all of
+        # them (cosine <= 0) is not rewarded for it, only not penalised
+        closest = np.zeros(len(pool))
         for position in np.flatnonzero(slate.fixed[:k]):  # fixed items on top count as placed
-            closest = np.maximum(closest, vectors @ catalog.vectors[slate.items[position]])
-        chosen = np.zeros(len(pool), bool)
+            np.maximum(closest, vectors @ catalog.vectors[slate.items[position]], out=closest)
+        similar = (1 - lam) * (vectors @ vectors.T)  # every pair once: each step then reads one row
+        closest *= 1 - lam
+        gain = lam * relevance
         picks = []
         for _ in range(min(k - int(slate.fixed[:k].sum()), len(pool))):
-            value = lam * relevance - (1 - lam) * np.where(np.isfinite(closest), closest, 0.0)
-            value[chosen] = -np.inf
+            value = gain - closest
             best = int(np.argmax(value))
-            chosen[best] = True
+            gain[best] = -np.inf  # chosen
             picks.append(pool[best])
-            closest = np.maximum(closest, vectors @ vectors[best])
+            np.maximum(closest, similar[best], out=closest)
         return slate.reorder(_order(len(slate), picks))
 
 
@@ -133,7 +137,7 @@ class WindowCap(Reranker):
     def _value_lists(self, items: np.ndarray, catalog: Catalog) -> tuple[list[list[int]], int]:
         """Per item, the values it has, numbered from 0 over these items; and how many there are."""
         if self.config.by == "category":
-            rows = catalog.item_categories[items]
+            rows = take_rows(catalog.item_categories, items)
             used, local = np.unique(rows.indices, return_inverse=True)
             flat, bounds = local.tolist(), rows.indptr.tolist()
             return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)], len(used)

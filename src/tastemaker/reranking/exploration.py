@@ -1,6 +1,6 @@
 """Exploration slots: a share of the list goes to items the policy is unsure about, with propensities.
 
-For a list of ``k``: ``m = round(share · k)`` slots, at positions drawn uniformly among the non-top ones
+For a list of ``k``: ``m = ⌊share · k⌋`` slots, at positions drawn uniformly among the non-top ones
 (``protect_top`` and up, not fixed). The slots are filled by Thompson sampling from the ``pool`` best free
 candidates below the list: each draws ``θ ~ Beta(prior_alpha + engaged, prior_beta + shown - engaged)``
 from its logged exposures (:class:`~tastemaker.reranking.base.Feedback`), and the ``m`` largest draws take
@@ -64,7 +64,8 @@ class Exploration(Reranker):
         eligible = np.flatnonzero(free >= cfg.protect_top)  # indices into free
         pool = np.flatnonzero(~slate.fixed)
         pool = pool[pool >= k][: cfg.pool]
-        m = min(int(round(self.share(request) * request.k)), len(eligible), len(pool))
+        # never more than the share: a list of 10 at 15% explores 1 slot, one of 30 explores 4
+        m = min(int(np.floor(self.share(request) * request.k + 1e-9)), len(eligible), len(pool))
         if m == 0:
             return slate
         rng = stream(seed, "rerank", request.request_id)
@@ -87,8 +88,7 @@ class Exploration(Reranker):
         shows = np.where(slots, np.take_along_axis(chosen, np.clip(slot_rank, 0, m - 1), axis=1), ranked[other_rank])
         served = shows[0]
         chance = (shows == served).mean(axis=0)
-        placements = {int(e): int(p) for e, p in zip(chosen[0], free[slots[0]], strict=True)}
-        result = slate.place(placements)
+        result = slate.place([(int(e), int(p)) for e, p in zip(chosen[0], free[slots[0]], strict=True)])
         propensity = result.propensity.copy()
         propensity[free] = chance
         sources = result.sources.copy()

@@ -32,6 +32,7 @@ class ProviderFairness(Reranker):
 
     def __init__(self, config: ProviderFairnessConfig | None = None) -> None:
         self.config = config or ProviderFairnessConfig()
+        self._head: tuple[object, Catalog, np.ndarray] | None = None  # the last shares read, and their tail mask
 
     def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate:
         cfg = self.config
@@ -49,12 +50,16 @@ class ProviderFairness(Reranker):
     def long_tail(self, items: np.ndarray, request: Request, catalog: Catalog, feedback: Feedback) -> np.ndarray:
         """Per item: whether its provider is outside the recent exposures' head (no log: every provider is)."""
         shares = feedback.provider_shares(request.now_us, request.now_us - int(self.config.window_days * DAY_US))
-        ranked = sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))
-        head, total = [], 0.0
-        for name, share in ranked:
-            if total >= self.config.head_share:
-                break
-            head.append(name)
-            total += share
-        providers = catalog.providers[catalog.provider[items]]
-        return (providers != "") & ~np.isin(providers, head)
+        cached = self._head
+        if cached is None or cached[0] is not shares or cached[1] is not catalog:  # shares change once a window
+            ranked = sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))
+            head, total = [], 0.0
+            for name, share in ranked:
+                if total >= self.config.head_share:
+                    break
+                head.append(name)
+                total += share
+            tail = ~np.isin(np.arange(len(catalog.providers)), catalog.provider_codes(head))
+            tail &= catalog.providers != ""
+            cached = self._head = (shares, catalog, tail)
+        return cached[2][catalog.provider[items]]

@@ -43,6 +43,7 @@ class Filter(Reranker):
 
     def __init__(self, config: FilterConfig | None = None) -> None:
         self.config = config or FilterConfig()
+        self._key = ("filter", self.config.model_dump_json())
 
     def allowed(self, items: np.ndarray, request: Request, catalog: Catalog) -> np.ndarray:
         """Per item: whether this filter lets it through."""
@@ -51,15 +52,7 @@ class Filter(Reranker):
         items = np.where(keep, items, 0)
         if cfg.seen and len(request.seen.items):
             keep &= ~member(items, self._consumed(request))
-        if cfg.unavailable:
-            keep &= catalog.available[items]
-        if cfg.blocked_items:
-            blocked = catalog.item_ids.get_indexer(cfg.blocked_items)
-            keep &= ~member(items, blocked[blocked >= 0])
-        if cfg.blocked_providers:
-            keep &= ~member(catalog.provider[items], catalog.provider_codes(cfg.blocked_providers))
-        if cfg.blocked_categories:
-            keep &= ~catalog.has_category(items, catalog.category_codes(cfg.blocked_categories))
+        keep &= catalog.cached(self._key, lambda: self._static(catalog))[items]
         if cfg.min_age_days is not None or cfg.max_age_days is not None:
             age = catalog.age_days(items, request.now_us)
             known = ~np.isnan(age)
@@ -72,7 +65,17 @@ class Filter(Reranker):
         if len(request.exclude):
             keep &= ~member(items, np.asarray(request.exclude, np.int64))
         if request.category is not None:
-            keep &= catalog.has_category(items, catalog.category_codes([request.category]))
+            keep &= catalog.in_categories([request.category])[items]
+        return keep
+
+    def _static(self, catalog: Catalog) -> np.ndarray:
+        """Items this config lets through whoever asks: available, not blocked."""
+        cfg = self.config
+        keep = catalog.available.copy() if cfg.unavailable else np.ones(len(catalog), bool)
+        blocked = catalog.item_ids.get_indexer(cfg.blocked_items)
+        keep[blocked[blocked >= 0]] = False
+        keep &= ~np.isin(catalog.provider, catalog.provider_codes(cfg.blocked_providers))
+        keep &= ~catalog.in_categories(cfg.blocked_categories)
         return keep
 
     def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate:

@@ -41,22 +41,26 @@ class Condition(ConfigModel):
 
     def holds(self, slate: Slate, request: Request, catalog: Catalog) -> np.ndarray:
         """Per item of ``slate``: whether the condition holds (an item lacking the attribute: it does not)."""
-        items, op = slate.items, self.op
         values = self.value if isinstance(self.value, list) else [self.value]
-        if self.field == "category":
-            hit = catalog.has_category(items, catalog.category_codes([str(v) for v in values]))
-            return hit if op in ("==", "in") else ~hit
         if self.field == "age_days":
-            column: np.ndarray = catalog.age_days(items, request.now_us)
-        elif self.field == "provider":
-            column = catalog.providers[catalog.provider[items]]
+            return _compare(catalog.age_days(slate.items, request.now_us), self.op, values)
+        if self.field == "source":
+            return _compare(slate.sources, self.op, values)
+        key = ("condition", self.field, self.op, repr(self.value))
+        return catalog.cached(key, lambda: self._over_catalog(catalog, values))[slate.items]
+
+    def _over_catalog(self, catalog: Catalog, values: list[Any]) -> np.ndarray:
+        """The condition for every item of the catalog (fields that do not change between requests)."""
+        if self.field == "category":
+            hit = catalog.in_categories([str(v) for v in values])
+            return hit if self.op in ("==", "in") else ~hit
+        if self.field == "provider":
+            column: np.ndarray = catalog.providers[catalog.provider]
         elif self.field == "item_id":
-            column = np.asarray(catalog.item_ids[items], dtype=object)
-        elif self.field == "source":
-            column = slate.sources
+            column = np.asarray(catalog.item_ids, dtype=object)
         else:
-            column = catalog.attribute(self.field.removeprefix("attributes."))[items]
-        return _compare(column, op, values)
+            column = catalog.attribute(self.field.removeprefix("attributes."))
+        return _compare(column, self.op, values)
 
 
 def _compare(column: np.ndarray, op: str, values: list[Any]) -> np.ndarray:
@@ -173,10 +177,12 @@ class Pin(Reranker):
         return found[found >= 0].astype(np.int64)
 
     def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate:
-        found = catalog.item_ids.get_indexer([p.item_id for p in self.config.pins])
-        placements = {}
-        for pin, item in zip(self.config.pins, found, strict=True):
+        pins = sorted(self.config.pins, key=lambda p: p.position)  # a lower position has the first claim
+        found = catalog.cached(("pins", *(p.item_id for p in pins)), lambda: catalog.item_ids.get_indexer(
+            [p.item_id for p in pins]))  # fmt: skip
+        placements = []
+        for pin, item in zip(pins, found, strict=True):
             at = np.flatnonzero((slate.items == item) & ~slate.fixed) if item >= 0 else []
             if len(at):
-                placements[int(at[0])] = min(pin.position, request.k - 1)
+                placements.append((int(at[0]), min(pin.position, request.k - 1)))
         return slate.place(placements)

@@ -248,3 +248,19 @@ def test_a_chain_is_declared_in_toml(tmp_path: object) -> None:
     out = Chain(config).apply(ranked(), request(k=3), catalog())
     assert ids(out, catalog()) == ["i4", "i0", "i2"]
     assert RerankConfig.from_dict(config.model_dump(by_alias=True)) == config
+
+
+def test_the_feedback_log_counts_only_what_came_before_now_and_inside_windows() -> None:
+    cat = catalog()
+    log = FeedbackLog(shown_log([
+        (0, 1, 5 * DAY_US, True), (0, 1, 1 * DAY_US, False), (1, 1, 9 * DAY_US, False), (0, 2, 3 * DAY_US, False),
+        (0, 2, 4 * DAY_US, False), (2, 9, 4 * DAY_US, False),
+    ]), cat)  # fmt: skip
+    shown, engaged = log.item_counts(np.array([1, 2, 3]), now_us=6 * DAY_US)
+    assert shown.tolist() == [2, 2, 0] and engaged.tolist() == [1, 0, 0]
+    assert log.item_counts(np.array([1]), now_us=10 * DAY_US)[0].tolist() == [3]  # the later exposure counts now
+    assert log.user_ignored(0, np.array([1, 2, 5]), 6 * DAY_US, 2 * DAY_US).tolist() == [0, 2, 0]
+    assert log.user_ignored(0, np.array([1, 2]), 6 * DAY_US, 0).tolist() == [1, 2]
+    assert log.user_ignored(3, np.array([1]), 6 * DAY_US, 0).tolist() == [0]
+    # p1 (item 1) twice, p0 (item 2) twice, i9 has no provider: shares of every exposure in the window
+    assert log.provider_shares(6 * DAY_US, 0) == {"p1": 0.4, "p0": 0.4}
