@@ -209,6 +209,7 @@ class Catalog:
 
     def in_categories(self, names: Sequence[str]) -> np.ndarray:
         """A mask over every item: whether it has any of the named categories (cached)."""
+
         def make() -> np.ndarray:
             codes = self.category_codes(names)
             if not len(codes):
