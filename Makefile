@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/import_movielens.py
 	$(BIN)/python benchmarks/candidates.py
 	$(BIN)/python benchmarks/ranking.py
+	$(BIN)/python benchmarks/reranking.py
 
 bench-faiss: $(STAMP)  # builds 1M-vector indexes (IVF ~1 min, HNSW ~14 min): about 20 minutes on 2 cores
 	$(BIN)/python benchmarks/faiss_retrieval.py

@@ -5,8 +5,8 @@
 
 Reads train.parquet, test.parquet and recs_NAME.parquet with pandas only, applies the documented rules
 (docs/EVALUATION.md), and compares every recomputable metric with OUT.json. Exits 1 if any differs by
-more than 1e-6. Intra-list diversity needs item categories, which the dump does not hold, so it is not
-recomputed here.
+more than 1e-6. Intra-list diversity and category coverage need item categories, which the dump does not
+hold, so they are not recomputed here.
 """
 
 from __future__ import annotations

@@ -143,6 +143,7 @@ def score_lists(recs: np.ndarray, relevant: sp.csr_matrix, snap: Snapshot, k: in
         "coverage": m.catalog_coverage(recs, catalog),
         "novelty": m.novelty(recs, item_users, int((np.diff(snap.matrix.indptr) > 0).sum())),
         "diversity": float(np.nanmean(diversity)) if np.isfinite(diversity).any() else 0.0,
+        "category_coverage": mean(m.category_coverage(recs, snap.item_categories)),
         "gini": m.exposure_gini(recs, catalog),
     }
 

@@ -125,6 +125,19 @@ def intra_list_diversity(recs: np.ndarray, item_categories: sp.csr_matrix) -> np
     return out
 
 
+def category_coverage(recs: np.ndarray, item_categories: sp.csr_matrix) -> np.ndarray:
+    """Per list: the share of the catalog's categories (those any item has) that the list's items cover."""
+    cats = sp.csr_matrix(item_categories, dtype=bool)
+    total = int((np.diff(cats.tocsc().indptr) > 0).sum())
+    out = np.zeros(recs.shape[0])
+    if total == 0:
+        return out
+    for row in range(recs.shape[0]):
+        items = recs[row][recs[row] >= 0]
+        out[row] = len(np.unique(cats[items].indices)) / total
+    return out
+
+
 def exposure_gini(recs: np.ndarray, catalog: np.ndarray) -> float:
     """Gini of how often each ``catalog`` item appears across all lists: 0 even, towards 1 concentrated."""
     shown = recs[recs >= 0]

@@ -74,6 +74,12 @@ def test_intra_list_diversity_by_category_jaccard() -> None:
     assert np.isnan(ild[1])  # one item: no pairs
 
 
+def test_category_coverage_is_the_share_of_categories_a_list_covers() -> None:
+    cats = sp.csr_matrix(np.array([[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]))  # D has no item
+    cover = m.category_coverage(np.array([[0, 1, 2], [0, -1, -1], [3, -1, -1]]), cats)
+    assert cover.tolist() == pytest.approx([1.0, 1 / 3, 0.0])
+
+
 def test_exposure_gini_from_even_to_concentrated() -> None:
     catalog = np.arange(3)
     assert m.exposure_gini(np.array([[0, 1, 2], [2, 1, 0]]), catalog) == pytest.approx(0.0)

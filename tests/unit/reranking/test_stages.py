@@ -264,3 +264,21 @@ def test_the_feedback_log_counts_only_what_came_before_now_and_inside_windows() 
     assert log.user_ignored(3, np.array([1]), 6 * DAY_US, 0).tolist() == [0]
     # p1 (item 1) twice, p0 (item 2) twice, i9 has no provider: shares of every exposure in the window
     assert log.provider_shares(6 * DAY_US, 0) == {"p1": 0.4, "p0": 0.4}
+
+
+def test_the_engine_config_declares_its_chain_in_toml(tmp_path: object) -> None:
+    from tastemaker.ranking import EngineConfig
+
+    path = tmp_path / "tastemaker.toml"  # type: ignore[operator]
+    path.write_text(
+        'list_length = 20\n[rerank]\nseed = 9\n[[rerank.stages]]\nstage = "filter"\ncooldown_days = 30\n'
+        '[[rerank.stages]]\nstage = "window_cap"\nby = "provider"\nmax_items = 1\n'
+        '[[rerank.stages]]\nstage = "exploration"\nshare = 0.1\n'
+    )
+    config = EngineConfig.from_toml(path)
+    assert [s.stage for s in config.rerank.stages] == ["filter", "window_cap", "exploration"]
+    assert config.rerank.stages[2].share == 0.1 and config.list_length == 20
+    assert EngineConfig().rerank.stages and EngineConfig().hash() != config.hash()
+    path.write_text('[[rerank.stages]]\nstage = "exploration"\nshare = 0.5\n')
+    with pytest.raises(ConfigError, match=r"rerank\.stages\.0\.exploration\.share"):
+        EngineConfig.from_toml(path)
