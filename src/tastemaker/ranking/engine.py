@@ -270,6 +270,10 @@ class Engine(CandidateSource):
         ids = np.take_along_axis(found.items, order, axis=1)
         best = np.take_along_axis(scores, order, axis=1).astype(np.float32)
         ids = np.where(np.isfinite(best), ids, -1)
+        pad = n - ids.shape[1]  # fewer candidates than asked for (a pin may still add one): pad first
+        if pad > 0:
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+            best = np.pad(best, ((0, 0), (0, pad)), constant_values=-np.inf)
         if self.chain.stages:
             listed = self._rerank(users, min(n, self.config.list_length), found, scores, None, None, None)
             for row in range(len(users)):
@@ -280,10 +284,6 @@ class Engine(CandidateSource):
                 ids[row, : len(merged)] = merged
                 best[row] = -np.inf
                 best[row, : len(merged)] = _scores_of(found.items[row], scores[row], merged)
-        pad = n - ids.shape[1]
-        if pad > 0:
-            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
-            best = np.pad(best, ((0, 0), (0, pad)), constant_values=-np.inf)
         return ids, best
 
 

@@ -53,18 +53,21 @@ class Slate:
     sources: np.ndarray
     propensity: np.ndarray
     fixed: np.ndarray
+    #: the window caps of earlier stages (``WindowCapConfig``s): a later cap keeps them where it can
+    caps: tuple[Any, ...] = ()
 
     @classmethod
     def of(cls, items: np.ndarray, scores: np.ndarray, sources: Sequence[str] | np.ndarray) -> Slate:
         """A ranked list (``scores`` from the ranker, any scale; -inf and padding ``-1`` items dropped),
-        sorted by score, with utilities ``exp(score - best)``."""
+        sorted by score, with utilities ``exp(score - best)`` (at least ``exp(-700)``, so that a boost can
+        still lift an item however far below the best it scored)."""
         items = np.asarray(items, np.int64)
         scores = np.asarray(scores, np.float64)
         sources = np.asarray(sources, dtype=object)
         keep = (items >= 0) & np.isfinite(scores)
         items, scores, sources = items[keep], scores[keep], sources[keep]
         order = np.argsort(-scores, kind="stable")
-        utility = np.exp(scores[order] - scores[order[0]]) if len(order) else np.zeros(0)
+        utility = np.exp(np.maximum(scores[order] - scores[order[0]], -700.0)) if len(order) else np.zeros(0)
         n = len(items)
         return cls(items[order], utility, sources[order], np.ones(n), np.zeros(n, bool))
 
@@ -74,7 +77,7 @@ class Slate:
     def take(self, index: np.ndarray) -> Slate:
         """The entries at ``index`` (positions or a boolean mask), in that order."""
         return Slate(self.items[index], self.utility[index], self.sources[index], self.propensity[index],
-                     self.fixed[index])  # fmt: skip
+                     self.fixed[index], self.caps)  # fmt: skip
 
     def sorted(self) -> Slate:
         """Ordered by utility (stable: ties keep their order); fixed entries keep their positions."""
@@ -91,24 +94,28 @@ class Slate:
         result[~self.fixed] = order[~self.fixed[order]]
         return self.take(result)
 
-    def place(self, placements: Sequence[tuple[int, int]]) -> Slate:
+    def place(self, placements: Sequence[tuple[int, int]], limit: int | None = None) -> Slate:
         """Each ``(entry, target)`` in turn: the entry moved to position ``target`` and fixed there; the other
         free entries then fill the remaining positions in their order. A target already taken (fixed, or by
-        an earlier placement) gives the next free position below it; a target past the end, the last free
-        position."""
+        an earlier placement) gives the nearest free position below it within the first ``limit``
+        positions (the list's length), else the nearest free one above it: a target at or past the end of
+        the list ends up among its last positions."""
         n = len(self)
+        limit = n if limit is None else min(limit, n)
         taken = self.fixed.copy()
         result = np.where(self.fixed, np.arange(n), -1)
         for entry, target in placements:
+            target = min(target, limit - 1, n - 1)
             free = np.flatnonzero(~taken)
-            at = free[min(np.searchsorted(free, min(target, n - 1)), len(free) - 1)]
+            below = free[(free >= target) & (free < limit)]
+            above = free[free < target]
+            at = below[0] if len(below) else above[-1] if len(above) else free[free >= target][0]
             result[at], taken[at] = entry, True
         placed = np.zeros(n, bool)
         placed[[entry for entry, _ in placements]] = True
         result[result < 0] = np.flatnonzero(~self.fixed & ~placed)
         moved = self.take(result)
-        fixed = moved.fixed | placed[result]
-        return Slate(moved.items, moved.utility, moved.sources, moved.propensity, fixed)
+        return dataclasses.replace(moved, fixed=moved.fixed | placed[result])
 
     def with_utility(self, utility: np.ndarray) -> Slate:
         return dataclasses.replace(self, utility=np.asarray(utility, np.float64)).sorted()
@@ -247,7 +254,7 @@ class Catalog:
             np.r_[self.providers[self.provider], items["provider"] if "provider" in items else [None] * n],
             np.r_[self.created_us, created],
             np.r_[self.available, available],
-            [*(self.attributes or [{}] * len(self)), *(items["attributes"] if "attributes" in items else [{}] * n)],
+            [*(self.attributes or [{}] * len(self)), *(_as_dict(a) for a in items.get("attributes", [{}] * n))],
             vectors,
         )  # fmt: skip
 
@@ -289,6 +296,11 @@ class Reranker(ABC):
     def wanted(self, catalog: Catalog) -> np.ndarray:
         """Items the chain must add to every slate before filtering (default: none)."""
         return np.zeros(0, np.int64)
+
+
+def _as_dict(value: object) -> dict[str, Any]:
+    """An item's attributes as a dict: a missing or malformed entry (NaN, text) is none."""
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

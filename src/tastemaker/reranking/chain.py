@@ -55,16 +55,25 @@ class RerankConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _phase_order(self) -> RerankConfig:
-        phases = [_STAGES[type(s)].phase for s in self.stages]
-        for before, (after, stage) in zip(phases, zip(phases[1:], self.stages[1:], strict=True), strict=False):
-            if PHASES.index(after) < PHASES.index(before):
+        ranks = [_rank(s) for s in self.stages]
+        for i in range(1, len(ranks)):
+            if ranks[i] < max(ranks[:i]):
+                stage, phase = self.stages[i].stage, _STAGES[type(self.stages[i])].phase
                 raise ValueError(
-                    f"stage {stage.stage!r} ({after}) comes after a {before} stage; stages run in phase order: "
-                    + ", ".join(PHASES)
+                    f"stage {stage!r} ({phase}) comes after a stage that must follow it; stages run in phase "
+                    f"order ({', '.join(PHASES)}), window caps and provider fairness last among the arrange "
+                    "stages (they keep each other's caps), pins before exploration"
                 )
         if sum(isinstance(s, ExplorationConfig) for s in self.stages) > 1:
             raise ValueError("at most one exploration stage")
         return self
+
+
+def _rank(stage: StageConfig) -> int:
+    """The stage's place in a chain: phases in order; caps after the other arrange stages; pins first."""
+    phase = PHASES.index(_STAGES[type(stage)].phase)
+    late = isinstance(stage, WindowCapConfig | ProviderFairnessConfig | ExplorationConfig)
+    return 2 * phase + int(late)
 
 
 class Chain:
@@ -76,7 +85,7 @@ class Chain:
 
     def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback | None = None) -> Slate:
         feedback = feedback or NoFeedback()
-        slate = self._with_wanted(slate, catalog)
+        slate = self._with_wanted(slate.take(slate.items < len(catalog)), catalog)  # items the catalog knows
         for stage in self.stages:
             if not len(slate):
                 break
@@ -111,5 +120,5 @@ class Chain:
         return Slate(
             np.r_[slate.items, extra], np.r_[slate.utility, np.full(len(extra), low * 1e-3)],
             np.r_[slate.sources, np.full(len(extra), "pinned", dtype=object)],
-            np.r_[slate.propensity, np.ones(len(extra))], np.r_[slate.fixed, np.zeros(len(extra), bool)],
+            np.r_[slate.propensity, np.ones(len(extra))], np.r_[slate.fixed, np.zeros(len(extra), bool)], slate.caps,
         )  # fmt: skip

@@ -2,12 +2,16 @@
 providers ("at most N of one category in any W consecutive slots").
 
 Both are greedy passes over the list's first ``depth × k`` items that fill the first ``k`` positions;
-the rest of the slate follows in its order. Fixed positions (pins, exploration) are left alone and count
-in the windows.
+the rest of the slate follows in its order. Window caps accumulate: each one records itself on the slate
+and a later cap (another window cap, or the provider-share cap of fairness) keeps every earlier one too,
+giving up the latest first when no remaining item keeps them all. The chain runs caps after the other
+arrange stages, and before the place stages: pins and exploration slots come after and may break a cap
+(a chain without them keeps it whenever enough other items exist).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -89,25 +93,32 @@ class WindowCap(Reranker):
         self.config = config or WindowCapConfig()
 
     def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate:
-        cfg = self.config
+        rules = (*slate.caps, self.config)
+        slate = dataclasses.replace(slate, caps=rules)
         k = min(request.k, len(slate))
-        pool = np.flatnonzero(~slate.fixed)[: int(np.ceil(cfg.depth * request.k))]
+        pool = np.flatnonzero(~slate.fixed)[: int(np.ceil(max(r.depth for r in rules) * request.k))]
         # a sequential greedy pass over a few hundred entries: plain Python over small lists beats numpy calls
         # per position (each position usually takes the first or second entry it looks at)
         entries = np.r_[pool, np.flatnonzero(slate.fixed[:k])]
-        lists, n_values = self._value_lists(slate.items[entries], catalog)
-        has = dict(zip(entries.tolist(), lists, strict=True))
-        counts = [0] * n_values  # per value, over the window's previous positions
-        cap, window = cfg.max_items, cfg.window
+        has, counts = [], []  # per rule: each entry's values; each value's count in the window's last positions
+        for rule in rules:
+            lists, n_values = WindowCap(rule)._value_lists(slate.items[entries], catalog)
+            has.append(dict(zip(entries.tolist(), lists, strict=True)))
+            counts.append([0] * n_values)
         pool_list = pool.tolist()
         chosen = [False] * len(pool_list)
         first = 0  # every pool entry before this one is chosen
         placed: list[int] = []
         picks: list[int] = []
+
+        def fits(entry: int, kept: int) -> bool:  # entry keeps the first ``kept`` rules at this position
+            return all(counts[r][v] < rules[r].max_items for r in range(kept) for v in has[r][entry])
+
         for position in range(k):
-            if len(placed) >= window:  # the position leaving the window that ends here
-                for v in has[placed[-window]]:
-                    counts[v] -= 1
+            for r, rule in enumerate(rules):
+                if len(placed) >= rule.window:  # the position leaving the window that ends here
+                    for v in has[r][placed[-rule.window]]:
+                        counts[r][v] -= 1
             if slate.fixed[position]:
                 entry = position
             else:
@@ -115,14 +126,20 @@ class WindowCap(Reranker):
                     first += 1
                 if first == len(chosen):
                     break
-                pick = next((j for j in range(first, len(chosen))
-                             if not chosen[j] and all(counts[v] < cap for v in has[pool_list[j]])), first)  # fmt: skip
+                pick = first  # when no remaining entry keeps even the first rule: the best remaining
+                for kept in range(len(rules), 0, -1):  # every rule, then give up the latest first
+                    fitting = (j for j in range(first, len(chosen)) if not chosen[j] and fits(pool_list[j], kept))
+                    found = next(fitting, -1)
+                    if found >= 0:
+                        pick = found
+                        break
                 chosen[pick] = True
                 entry = pool_list[pick]
                 picks.append(entry)
             placed.append(entry)
-            for v in has[entry]:
-                counts[v] += 1
+            for r in range(len(rules)):
+                for v in has[r][entry]:
+                    counts[r][v] += 1
         return slate.reorder(_order(len(slate), picks))
 
     def values(self, items: np.ndarray, catalog: Catalog) -> np.ndarray:

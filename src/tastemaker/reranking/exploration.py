@@ -8,14 +8,19 @@ the slots, the largest the highest slot. An item shown rarely has a wide posteri
 often; one never shown draws from the prior: under-exposed and new items are favoured. The ranked items
 fill the other positions in their order.
 
-Propensities: the policy is run ``draws`` more times from the same stream (slot positions and posterior
-draws, the exploit order fixed), and each shown item's propensity is the share of runs, the served one
-included, that put it at its position — a Monte Carlo estimate in ``[1/(draws+1), 1]``, never 0, which is
-what IPS / SNIPS need. Positions no run can change (fixed, or above every possible slot) get exactly 1.
+Propensities, for every shown item: the chance that the policy puts that item at that position. The slot
+positions are a uniform draw, so a ranked item's chance (that exactly as many slots fall above it, and
+none on it) and a slot's chance of being a slot of its rank are exact hypergeometric counts; an explored
+item's is that times the chance its posterior draw ranks where it did among the pool's, estimated from
+``draws`` further Thompson draws of the same stream (not counting the served one), floored at
+``1/(draws + 1)`` so that it is never 0. Positions nothing random can change (fixed, or above
+``protect_top``) get exactly 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from math import comb
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -69,33 +74,48 @@ class Exploration(Reranker):
         if m == 0:
             return slate
         rng = stream(seed, "rerank", request.request_id)
-        runs = cfg.draws + 1
-        # slot positions: the first m of a random order of the eligible ones, per run
-        slots = np.zeros((runs, len(free)), bool)
-        picked = np.argsort(rng.random((runs, len(eligible))), axis=1)[:, :m]
-        slots[np.arange(runs)[:, None], eligible[picked]] = True
+        slots = np.sort(eligible[rng.permutation(len(eligible))[:m]])  # indices into free, top to bottom
         shown, engaged = feedback.item_counts(slate.items[pool], request.now_us)
         engaged = np.minimum(engaged, shown)
-        theta = _beta(rng, cfg.prior_alpha + engaged, cfg.prior_beta + shown - engaged, runs)
+        # the served draw, then ``draws`` more from the same stream for the Thompson part of the propensities
+        # (drawn after it: the served list does not depend on how many)
+        alpha, beta = cfg.prior_alpha + engaged, cfg.prior_beta + shown - engaged
+        theta = np.vstack([_beta(rng, alpha, beta, 1), _beta(rng, alpha, beta, cfg.draws)])
         best = np.argpartition(-theta, m - 1, axis=1)[:, :m]
         best = np.take_along_axis(best, np.argsort(-np.take_along_axis(theta, best, axis=1), axis=1), axis=1)
-        chosen = pool[best]  # entries, best draw first
-        # what every run shows at each free position: its explored entries in the slots (in order), the
-        # ranked free entries in the others
-        ranked = np.flatnonzero(~slate.fixed)[: len(free)]
-        slot_rank = np.cumsum(slots, axis=1) - 1
-        other_rank = np.cumsum(~slots, axis=1) - 1
-        shows = np.where(slots, np.take_along_axis(chosen, np.clip(slot_rank, 0, m - 1), axis=1), ranked[other_rank])
-        served = shows[0]
-        chance = (shows == served).mean(axis=0)
-        result = slate.place([(int(e), int(p)) for e, p in zip(chosen[0], free[slots[0]], strict=True)])
+        rank_counts = np.zeros((len(pool), m))
+        np.add.at(rank_counts, (best[1:], np.broadcast_to(np.arange(m), best[1:].shape)), 1)
+        thompson = np.maximum(rank_counts[best[0], np.arange(m)] / cfg.draws, 1 / (cfg.draws + 1))
+        chance = _slot_chances(len(free), eligible, slots, m)
+        chance[slots] *= thompson
+        result = slate.place([(int(e), int(p)) for e, p in zip(pool[best[0]], free[slots], strict=True)])
         propensity = result.propensity.copy()
         propensity[free] = chance
         sources = result.sources.copy()
-        sources[free[slots[0]]] = "exploration"
-        fixed = result.fixed.copy()
-        fixed[free[slots[0]]] = True
-        return Slate(result.items, result.utility, sources, propensity, fixed)
+        sources[free[slots]] = "exploration"
+        return dataclasses.replace(result, sources=sources, propensity=propensity)
+
+
+def _slot_chances(n_free: int, eligible: np.ndarray, slots: np.ndarray, m: int) -> np.ndarray:
+    """For each free position of the served list, the exact chance that the policy puts there what it
+    served: for a ranked entry, that the same number of slots fell above it and none on it; for a slot,
+    that it is a slot with as many slots above it (the Thompson part is multiplied in by the caller).
+    Slots are a uniform ``m``-subset of the ``E`` eligible positions: hypergeometric counts."""
+    total = comb(len(eligible), m)
+    is_slot = np.zeros(n_free, bool)
+    is_slot[slots] = True
+    is_eligible = np.zeros(n_free, bool)
+    is_eligible[eligible] = True
+    above = np.cumsum(is_slot) - is_slot  # slots above each position in the served list
+    before = np.cumsum(is_eligible) - is_eligible  # eligible positions above it
+    after = len(eligible) - before - is_eligible  # eligible positions below it
+    out = np.empty(n_free)
+    for q in range(n_free):
+        a, b, c = int(above[q]), int(before[q]), int(after[q])
+        # q itself is a slot (its rank among slots fixed by a) or it is not (and a slots fell above)
+        below = m - a - int(is_slot[q])
+        out[q] = comb(b, a) * comb(c, below) / total if below >= 0 else 0.0
+    return out
 
 
 def _beta(rng: np.random.Generator, alpha: np.ndarray, beta: np.ndarray, runs: int) -> np.ndarray:

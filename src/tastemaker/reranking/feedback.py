@@ -18,8 +18,10 @@ __all__ = ["FeedbackLog"]
 
 
 class FeedbackLog:
-    """One row per (exposure, shown item): ``user`` and ``item`` indices, ``shown_us``, and ``engaged``
-    (whether an event attributed to that exposure followed on that item)."""
+    """One row per (exposure, shown item): ``user`` and ``item`` indices, ``shown_us``, ``engaged`` (whether
+    an event attributed to that exposure followed on that item) and, optionally, ``engaged_us`` (when): an
+    engagement counts only before the asking request's now (without the column, at the exposure's time).
+    Items added to the catalog after the log was built have no exposures."""
 
     def __init__(self, shown: pd.DataFrame, catalog: Catalog) -> None:
         when = shown["shown_us"].to_numpy(np.int64)
@@ -28,39 +30,54 @@ class FeedbackLog:
         self._user = shown["user"].to_numpy(np.int64)[order]
         self._item = shown["item"].to_numpy(np.int64)[order]
         self._engaged = shown["engaged"].to_numpy(bool)[order]
+        engaged_us = shown["engaged_us"].to_numpy(np.float64)[order] if "engaged_us" in shown else self._when
+        self._engaged_us = np.where(self._engaged, np.nan_to_num(engaged_us, nan=np.inf), np.inf)
         self._provider = catalog.provider[self._item] if len(self._item) else np.zeros(0, np.int64)
         self._providers = catalog.providers
         self._n_items = len(catalog)
         self._by_user = np.lexsort((self._when, self._user))  # rows by user, then time
         self._users_sorted = self._user[self._by_user]
-        self._totals: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._totals: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
         self._shares: tuple[int, int, dict[str, float]] | None = None
 
     def item_counts(self, items: np.ndarray, now_us: int) -> tuple[np.ndarray, np.ndarray]:
         end = int(np.searchsorted(self._when, now_us, side="left"))
-        if self._totals is None or self._totals[0] != end:
+        totals = self._totals
+        if totals is None or totals[0] != (end, now_us):
+            engaged_now = self._engaged_us[:end] < now_us
             shown = np.bincount(self._item[:end], minlength=self._n_items).astype(np.float64)
-            engaged = np.bincount(self._item[:end][self._engaged[:end]], minlength=self._n_items).astype(np.float64)
-            self._totals = (end, shown, engaged)
-        _, shown, engaged = self._totals
-        return shown[items], engaged[items]
+            engaged = np.bincount(self._item[:end][engaged_now], minlength=self._n_items).astype(np.float64)
+            totals = self._totals = ((end, now_us), shown, engaged)
+        _, shown, engaged = totals
+        known = items < self._n_items
+        at = np.where(known, items, 0)
+        return np.where(known, shown[at], 0.0), np.where(known, engaged[at], 0.0)
 
     def user_ignored(self, user: int, items: np.ndarray, now_us: int, since_us: int) -> np.ndarray:
+        """Exposures in the window with no engagement, counted after the user's last engagement with the item
+        (an item the user came back to starts again from zero)."""
         lo, hi = np.searchsorted(self._users_sorted, [user, user + 1])
         rows = self._by_user[lo:hi]
-        when = self._when[rows]
-        rows = rows[(when >= since_us) & (when < now_us) & ~self._engaged[rows]]
+        rows = rows[(self._when[rows] >= since_us) & (self._when[rows] < now_us)]
         if not len(rows):
             return np.zeros(len(items))
-        seen, counts = np.unique(self._item[rows], return_counts=True)
+        engaged = self._engaged_us[rows] < now_us
+        item, when = self._item[rows], self._when[rows]
+        last = {int(i): int(t) for i, t in zip(item[engaged], when[engaged], strict=True)}  # rows are by time
+        since_last = np.array([t > last.get(int(i), -1) for i, t in zip(item, when, strict=True)], bool)
+        ignored = item[~engaged & since_last]
+        if not len(ignored):
+            return np.zeros(len(items))
+        seen, counts = np.unique(ignored, return_counts=True)
         at = np.minimum(np.searchsorted(seen, items), len(seen) - 1)
         return np.where(seen[at] == items, counts[at], 0).astype(np.float64)
 
     def provider_shares(self, now_us: int, since_us: int) -> dict[str, float]:
         lo, hi = (int(i) for i in np.searchsorted(self._when, [since_us, now_us], side="left"))
-        if self._shares is None or self._shares[:2] != (lo, hi):
+        shares = self._shares
+        if shares is None or shares[:2] != (lo, hi):
             counts = np.bincount(self._provider[lo:hi], minlength=len(self._providers))
             total = counts.sum()
             named = [(str(n), c) for n, c in zip(self._providers, counts, strict=True) if n and c]
-            self._shares = (lo, hi, {n: float(c / total) for n, c in named} if total else {})
-        return self._shares[2]
+            shares = self._shares = (lo, hi, {n: float(c / total) for n, c in named} if total else {})
+        return shares[2]

@@ -131,15 +131,26 @@ class Cap(Reranker):
         self.config = config
 
     def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate:
+        rules = self.config.rules
+        holds = np.array([rule.when.holds(slate, request, catalog) for rule in rules]).reshape(len(rules), -1)
+        limits = np.array([rule.max for rule in rules])
+        counts = np.zeros(len(rules), np.int64)
         over = np.zeros(len(slate), bool)
-        for rule in self.config.rules:
-            holds = rule.when.holds(slate, request, catalog) & ~over
-            over |= holds & ~slate.fixed & (np.cumsum(holds) > rule.max)  # fixed items count, but stay
+        kept = 0
+        # walk the list: an item every rule it meets still has room for takes a place and uses that room
+        for entry in range(len(slate)):
+            if kept >= request.k:
+                break
+            meets = holds[:, entry]
+            if not slate.fixed[entry] and (counts[meets] >= limits[meets]).any():
+                over[entry] = True
+                continue
+            counts += meets
+            kept += 1
         if not over.any():
             return slate
         # the capped items leave the top k: everything else keeps its order, the capped follow it
-        order = np.r_[np.flatnonzero(~over), np.flatnonzero(over)]
-        return slate.reorder(order)
+        return slate.reorder(np.r_[np.flatnonzero(~over), np.flatnonzero(over)])
 
 
 class PinRule(ConfigModel):
@@ -164,8 +175,8 @@ class PinConfig(ConfigModel):
 
 class Pin(Reranker):
     """Pins an item at a position. The chain adds pinned items to every slate before the filters run, so
-    a pinned item that is filtered for this request (seen, unavailable, blocked) is not shown; a position
-    beyond the list's length puts the item last."""
+    a pinned item that is filtered for this request (seen, unavailable, blocked) is not shown; pins at or
+    beyond the list's end take its last free positions (in the order of their positions)."""
 
     phase: ClassVar[Phase] = "place"
 
@@ -185,4 +196,4 @@ class Pin(Reranker):
             at = np.flatnonzero((slate.items == item) & ~slate.fixed) if item >= 0 else []
             if len(at):
                 placements.append((int(at[0]), min(pin.position, request.k - 1)))
-        return slate.place(placements)
+        return slate.place(placements, limit=request.k)

@@ -36,6 +36,7 @@ from tastemaker.ranking.ltr import ndcg
 from tastemaker.reranking import Chain, RerankConfig
 from tastemaker.reranking.exploration import ExplorationConfig
 from tastemaker.reranking.filters import FilterConfig
+from tastemaker.reranking.rules import PinConfig
 
 SMALL = MergeConfig(total=100)
 
@@ -579,3 +580,10 @@ def test_the_served_list_goes_through_the_re_ranking_chain(snap: Snapshot) -> No
     ids, _ = engine.candidates(users, 40, exclude=snap.matrix[users])
     served = engine.recommend(users, 30, exclude=snap.matrix[users]).items
     assert np.array_equal(ids[:, :30], served)
+    # a pinned item the ranker did not propose, asked for more items than there are candidates (100)
+    outside = next(i for i in range(snap.n_items) if not (ranked.items == i).any() and snap.item_available[i])
+    pin = PinConfig.from_dict({"pins": [{"item_id": engine.item_ids[outside], "position": 0}]})
+    engine.chain = Chain(RerankConfig(stages=[pin]))
+    ids, scores = engine.candidates(users, 120, exclude=snap.matrix[users])
+    assert ids.shape == (len(users), 120) and (ids[:, 0] == outside).all()
+    assert len(np.unique(ids[0][ids[0] >= 0])) == (ids[0] >= 0).sum()  # no item twice

@@ -130,19 +130,24 @@ def test_pinned_items_sit_at_their_positions(world: tuple[Catalog, Slate, Reques
 def test_the_window_cap_holds_whenever_another_item_could_take_the_slot(
     world: tuple[Catalog, Slate, Request, RerankConfig], by: str, max_items: int, window: int
 ) -> None:
-    cat, slate, request, _ = world
-    stage = WindowCap(WindowCapConfig(by=by, max_items=max_items, window=window))
-    out = stage.apply(slate, request, cat, None, 0)  # type: ignore[arg-type]
-    values = stage.values(out.items, cat)
-    k = min(request.k, len(out))
-    pool = set(slate.items[: int(np.ceil(stage.config.depth * request.k))].tolist())
-    for position in range(k):
-        counts = values[max(0, position - window + 1) : position].sum(axis=0)
-        full = counts >= max_items
-        if (values[position] & full).any():  # a violation: every other remaining pool item violates too
-            remaining = [i for i in range(position, len(out)) if out.items[i] in pool]
-            assert all((values[i] & full).any() for i in remaining)
-    assert sorted(out.items.tolist()) == sorted(slate.items.tolist())
+    # the world's chain with two window caps in its arrange phase: the first (checked here) and one on the
+    # other attribute after it, which must keep the first; the world's pins and exploration may follow
+    cat, slate, request, config = world
+    cap = WindowCapConfig(by=by, max_items=max_items, window=window, depth=100)
+    other = WindowCapConfig(by="provider" if by == "category" else "category", max_items=1, window=3, depth=100)
+    early = [s for s in config.stages if s.stage in ("filter", "boost", "mmr")]
+    late = [s for s in config.stages if s.stage in ("pin", "exploration")]
+    chain = Chain(RerankConfig(stages=[*early, cap, other, *late], seed=config.seed))
+    out = chain.apply(slate, request, cat)
+    values = WindowCap(cap).values(out.items, cat)
+    for position in range(len(out)):
+        start = max(0, position - window + 1)
+        full = values[start:position].sum(axis=0) >= max_items
+        if not (values[position] & full).any() or out.fixed[start : position + 1].any():
+            continue  # the cap holds here, or a pin or an exploration slot is in the window
+        # a violation among ranked items: no item below could have taken the position instead
+        below = [i for i in range(position + 1, len(out)) if not out.fixed[i]]
+        assert all((values[i] & full).any() for i in below)
 
 
 @SETTINGS
