@@ -205,6 +205,7 @@ class Catalog:
         self.vectors = None if vectors is None else _unit(np.asarray(vectors, np.float32))
         self._columns: dict[str, np.ndarray] = {}
         self._cache: dict[tuple[object, ...], np.ndarray] = {}
+        self._objects: dict[tuple[object, ...], object] = {}
 
     def cached(self, key: tuple[object, ...], make: Callable[[], np.ndarray]) -> np.ndarray:
         """``make()``, computed once per catalog for ``key``: per-item masks a stage's config implies
@@ -212,6 +213,13 @@ class Catalog:
         found = self._cache.get(key)
         if found is None:
             found = self._cache[key] = make()
+        return found
+
+    def cached_object(self, key: tuple[object, ...], make: Callable[[], object]) -> object:
+        """:meth:`cached` for anything else built once per catalog (e.g. per-item lists)."""
+        found = self._objects.get(key)
+        if found is None:
+            found = self._objects[key] = make()
         return found
 
     def in_categories(self, names: Sequence[str]) -> np.ndarray:

@@ -100,10 +100,11 @@ class WindowCap(Reranker):
         # a sequential greedy pass over a few hundred entries: plain Python over small lists beats numpy calls
         # per position (each position usually takes the first or second entry it looks at)
         entries = np.r_[pool, np.flatnonzero(slate.fixed[:k])]
+        items = slate.items.tolist()
         has, counts = [], []  # per rule: each entry's values; each value's count in the window's last positions
         for rule in rules:
-            lists, n_values = WindowCap(rule)._value_lists(slate.items[entries], catalog)
-            has.append(dict(zip(entries.tolist(), lists, strict=True)))
+            lists, n_values = _catalog_values(rule.by, catalog)
+            has.append({e: lists[items[e]] for e in entries.tolist()})
             counts.append([0] * n_values)
         pool_list = pool.tolist()
         chosen = [False] * len(pool_list)
@@ -162,6 +163,22 @@ class WindowCap(Reranker):
         used, local = np.unique(codes, return_inverse=True)
         none = set(np.flatnonzero(catalog.providers[used] == "").tolist())  # items without one share nothing
         return [[] if v in none else [v] for v in local.tolist()], len(used)
+
+
+def _catalog_values(by: str, catalog: Catalog) -> tuple[list[list[int]], int]:
+    """Every catalog item's values (category codes, or its provider's code; none without a provider) as
+    plain lists, built once per catalog: the greedy pass reads a few hundred of them per request."""
+    found = catalog.cached_object(("window-values", by), lambda: _values_of(by, catalog))
+    return found  # type: ignore[no-any-return]
+
+
+def _values_of(by: str, catalog: Catalog) -> tuple[list[list[int]], int]:
+    if by == "category":
+        rows = catalog.item_categories
+        flat, bounds = rows.indices.tolist(), rows.indptr.tolist()
+        return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)], rows.shape[1]
+    none = set(np.flatnonzero(catalog.providers == "").tolist())
+    return [[] if v in none else [v] for v in catalog.provider.tolist()], len(catalog.providers)
 
 
 def _order(n: int, picks: list[int]) -> np.ndarray:

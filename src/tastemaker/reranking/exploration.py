@@ -11,20 +11,22 @@ fill the other positions in their order.
 Propensities, for every shown item: the chance that the policy puts that item at that position. The slot
 positions are a uniform draw, so a ranked item's chance (that exactly as many slots fall above it, and
 none on it) and a slot's chance of being a slot of its rank are exact hypergeometric counts; an explored
-item's is that times the chance its posterior draw ranks where it did among the pool's, estimated from
-``draws`` further Thompson draws of the same stream (not counting the served one), floored at
-``1/(draws + 1)`` so that it is never 0. Positions nothing random can change (fixed, or above
+item's is that times the chance its posterior draw ranks where it did among the pool's, estimated over
+``draws`` further draws of the others from the same stream (not counting the served one), each giving the
+exact chance, from the item's Beta CDF, that its own draw falls at that rank among them: unbiased and
+above 0. Positions nothing random can change (fixed, or above
 ``protect_top``) get exactly 1.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from math import comb
 from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
+from scipy.special import betainc
+from scipy.special import comb as binom
 
 from tastemaker._random import stream
 from tastemaker.config import ConfigModel
@@ -47,7 +49,7 @@ class ExplorationConfig(ConfigModel):
     prior_alpha: float = Field(default=1.0, gt=0)
     prior_beta: float = Field(default=1.0, gt=0)
     #: extra runs of the policy that estimate the propensities
-    draws: int = Field(default=127, ge=1)
+    draws: int = Field(default=63, ge=1)
 
 
 class Exploration(Reranker):
@@ -80,15 +82,12 @@ class Exploration(Reranker):
         # the served draw, then ``draws`` more from the same stream for the Thompson part of the propensities
         # (drawn after it: the served list does not depend on how many)
         alpha, beta = cfg.prior_alpha + engaged, cfg.prior_beta + shown - engaged
-        theta = np.vstack([_beta(rng, alpha, beta, 1), _beta(rng, alpha, beta, cfg.draws)])
-        best = np.argpartition(-theta, m - 1, axis=1)[:, :m]
-        best = np.take_along_axis(best, np.argsort(-np.take_along_axis(theta, best, axis=1), axis=1), axis=1)
-        rank_counts = np.zeros((len(pool), m))
-        np.add.at(rank_counts, (best[1:], np.broadcast_to(np.arange(m), best[1:].shape)), 1)
-        thompson = np.maximum(rank_counts[best[0], np.arange(m)] / cfg.draws, 1 / (cfg.draws + 1))
+        served = _beta(rng, alpha, beta, 1)[0]
+        order = np.argsort(-served, kind="stable")[:m]  # pool indices of the explored items, best draw first
+        thompson = _rank_chances(_beta(rng, alpha, beta, cfg.draws), order, alpha, beta)
         chance = _slot_chances(len(free), eligible, slots, m)
         chance[slots] *= thompson
-        result = slate.place([(int(e), int(p)) for e, p in zip(pool[best[0]], free[slots], strict=True)])
+        result = slate.place([(int(e), int(p)) for e, p in zip(pool[order], free[slots], strict=True)])
         propensity = result.propensity.copy()
         propensity[free] = chance
         sources = result.sources.copy()
@@ -101,7 +100,6 @@ def _slot_chances(n_free: int, eligible: np.ndarray, slots: np.ndarray, m: int) 
     served: for a ranked entry, that the same number of slots fell above it and none on it; for a slot,
     that it is a slot with as many slots above it (the Thompson part is multiplied in by the caller).
     Slots are a uniform ``m``-subset of the ``E`` eligible positions: hypergeometric counts."""
-    total = comb(len(eligible), m)
     is_slot = np.zeros(n_free, bool)
     is_slot[slots] = True
     is_eligible = np.zeros(n_free, bool)
@@ -109,13 +107,30 @@ def _slot_chances(n_free: int, eligible: np.ndarray, slots: np.ndarray, m: int) 
     above = np.cumsum(is_slot) - is_slot  # slots above each position in the served list
     before = np.cumsum(is_eligible) - is_eligible  # eligible positions above it
     after = len(eligible) - before - is_eligible  # eligible positions below it
-    out = np.empty(n_free)
-    for q in range(n_free):
-        a, b, c = int(above[q]), int(before[q]), int(after[q])
-        # q itself is a slot (its rank among slots fixed by a) or it is not (and a slots fell above)
-        below = m - a - int(is_slot[q])
-        out[q] = comb(b, a) * comb(c, below) / total if below >= 0 else 0.0
-    return out
+    # the position itself is a slot (its rank among the slots set by those above) or it is not
+    below = m - above - is_slot
+    ways = binom(before, above) * np.where(below >= 0, binom(after, np.maximum(below, 0)), 0.0)
+    return ways / binom(len(eligible), m)
+
+
+def _rank_chances(draws: np.ndarray, explored: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """For the pool item ``explored[r]``: the chance that its posterior draw ranks r-th among the pool's,
+    averaged over ``draws`` of the others (Rao-Blackwellised: in each, the chance its own Beta draw falls
+    between the others' r-th and (r+1)-th largest, read from its CDF). Unbiased, and never 0 where a
+    posterior has mass there: a far steadier estimate than counting how often it ranked r-th."""
+    m = len(explored)
+    width = min(m + 1, draws.shape[1])
+    out = np.empty(m)
+    for rank, item in enumerate(explored):
+        others = draws.copy()
+        others[:, item] = -np.inf
+        top = -np.sort(-np.partition(others, -width, axis=1)[:, -width:], axis=1)  # the others' largest, descending
+        upper = top[:, rank - 1] if rank > 0 else np.ones(len(draws))
+        lower = top[:, rank] if rank < top.shape[1] else np.zeros(len(draws))
+        lower = np.where(np.isfinite(lower), lower, 0.0)
+        cdf = betainc(alpha[item], beta[item], np.stack([upper, lower]))
+        out[rank] = float(np.mean(cdf[0] - cdf[1]))
+    return np.maximum(out, np.finfo(np.float64).tiny)
 
 
 def _beta(rng: np.random.Generator, alpha: np.ndarray, beta: np.ndarray, runs: int) -> np.ndarray:

@@ -328,3 +328,19 @@ def test_caps_with_several_rules_fill_every_place_a_rule_allows() -> None:
     out = Cap(config).apply(ranked(), request(k=5), cat, NoFeedback(), 0)
     # i0 is out by the second rule, so the one Drama place goes to i2
     assert ids(out, cat)[:5] == ["i1", "i2", "i3", "i5", "i7"]
+
+
+def test_the_thompson_rank_chance_estimate_is_unbiased() -> None:
+    from tastemaker.reranking.exploration import _beta, _rank_chances
+
+    rng = np.random.default_rng(1)
+    shown = np.r_[0.0, 0.0, rng.integers(5, 300, 10)]
+    engaged = np.floor(shown * rng.uniform(0.01, 0.1, len(shown)))
+    alpha, beta = 1 + engaged, 1 + shown - engaged
+    order = np.argsort(-rng.beta(alpha, beta, size=(200_000, len(shown))), axis=1)[:, :2]
+    explored = np.array([0, 4])  # a new item at rank 0, an exposed one at rank 1
+    truth = [(order[:, r] == explored[r]).mean() for r in range(2)]
+    estimates = np.array([_rank_chances(_beta(np.random.default_rng(s), alpha, beta, 63), explored, alpha, beta)
+                          for s in range(150)])  # fmt: skip
+    assert (estimates > 0).all()
+    np.testing.assert_allclose(estimates.mean(axis=0), truth, rtol=0.1, atol=2e-3)
