@@ -96,6 +96,8 @@ class WindowCap(Reranker):
         rules = (*slate.caps, self.config)
         slate = dataclasses.replace(slate, caps=rules)
         k = min(request.k, len(slate))
+        if all(_holds(rule, slate.items[:k], catalog) for rule in rules):
+            return slate  # the list already keeps every cap: nothing to move
         pool = np.flatnonzero(~slate.fixed)[: int(np.ceil(max(r.depth for r in rules) * request.k))]
         # a sequential greedy pass over a few hundred entries: plain Python over small lists beats numpy calls
         # per position (each position usually takes the first or second entry it looks at)
@@ -163,6 +165,24 @@ class WindowCap(Reranker):
         used, local = np.unique(codes, return_inverse=True)
         none = set(np.flatnonzero(catalog.providers[used] == "").tolist())  # items without one share nothing
         return [[] if v in none else [v] for v in local.tolist()], len(used)
+
+
+def _holds(rule: WindowCapConfig, items: np.ndarray, catalog: Catalog) -> bool:
+    """Whether ``items`` (a list, in order) keep ``rule``: no value more than ``max_items`` times in any
+    ``window`` consecutive positions (window sums of a cumulative count, all positions at once)."""
+    if rule.by == "category":
+        rows = take_rows(catalog.item_categories, items)
+        used, local = np.unique(rows.indices, return_inverse=True)
+        hits = np.zeros((len(items), len(used)), np.int32)
+        hits[rows.row_ids(), local] = 1
+    else:
+        used, local = np.unique(catalog.provider[items], return_inverse=True)
+        hits = np.zeros((len(items), len(used)), np.int32)
+        hits[np.arange(len(items)), local] = 1
+        hits[:, catalog.providers[used] == ""] = 0
+    running = np.vstack([np.zeros((1, hits.shape[1]), np.int32), np.cumsum(hits, axis=0)])
+    windows = running[rule.window :] - running[: -rule.window] if len(items) >= rule.window else running[-1:]
+    return bool(windows.max(initial=0) <= rule.max_items)
 
 
 def _catalog_values(by: str, catalog: Catalog) -> tuple[list[list[int]], int]:

@@ -21,12 +21,12 @@ above 0. Positions nothing random can change (fixed, or above
 from __future__ import annotations
 
 import dataclasses
+from math import comb
 from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 from scipy.special import betainc
-from scipy.special import comb as binom
 
 from tastemaker._random import stream
 from tastemaker.config import ConfigModel
@@ -49,7 +49,7 @@ class ExplorationConfig(ConfigModel):
     prior_alpha: float = Field(default=1.0, gt=0)
     prior_beta: float = Field(default=1.0, gt=0)
     #: extra runs of the policy that estimate the propensities
-    draws: int = Field(default=63, ge=1)
+    draws: int = Field(default=31, ge=1)
 
 
 class Exploration(Reranker):
@@ -104,13 +104,14 @@ def _slot_chances(n_free: int, eligible: np.ndarray, slots: np.ndarray, m: int) 
     is_slot[slots] = True
     is_eligible = np.zeros(n_free, bool)
     is_eligible[eligible] = True
-    above = np.cumsum(is_slot) - is_slot  # slots above each position in the served list
-    before = np.cumsum(is_eligible) - is_eligible  # eligible positions above it
-    after = len(eligible) - before - is_eligible  # eligible positions below it
-    # the position itself is a slot (its rank among the slots set by those above) or it is not
-    below = m - above - is_slot
-    ways = binom(before, above) * np.where(below >= 0, binom(after, np.maximum(below, 0)), 0.0)
-    return ways / binom(len(eligible), m)
+    above = (np.cumsum(is_slot) - is_slot).tolist()  # slots above each position in the served list
+    before = (np.cumsum(is_eligible) - is_eligible).tolist()  # eligible positions above it
+    after = (len(eligible) - np.cumsum(is_eligible)).tolist()  # eligible positions below it
+    total = comb(len(eligible), m)
+    # the position itself is a slot (its rank among the slots set by those above) or it is not; a few dozen
+    # exact integer counts are quicker in plain Python than vectorised floats
+    return np.array([comb(b, a) * comb(c, m - a - int(s)) / total if m - a - int(s) >= 0 else 0.0
+                     for a, b, c, s in zip(above, before, after, is_slot.tolist(), strict=True)])  # fmt: skip
 
 
 def _rank_chances(draws: np.ndarray, explored: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -118,19 +119,21 @@ def _rank_chances(draws: np.ndarray, explored: np.ndarray, alpha: np.ndarray, be
     averaged over ``draws`` of the others (Rao-Blackwellised: in each, the chance its own Beta draw falls
     between the others' r-th and (r+1)-th largest, read from its CDF). Unbiased, and never 0 where a
     posterior has mass there: a far steadier estimate than counting how often it ranked r-th."""
-    m = len(explored)
+    m, runs = len(explored), len(draws)
     width = min(m + 1, draws.shape[1])
-    out = np.empty(m)
+    top = np.argsort(-draws, axis=1)[:, :width]
+    values = np.take_along_axis(draws, top, axis=1)  # each run's largest draws, descending
+    bounds = np.empty((m, 2, runs))
     for rank, item in enumerate(explored):
-        others = draws.copy()
-        others[:, item] = -np.inf
-        top = -np.sort(-np.partition(others, -width, axis=1)[:, -width:], axis=1)  # the others' largest, descending
-        upper = top[:, rank - 1] if rank > 0 else np.ones(len(draws))
-        lower = top[:, rank] if rank < top.shape[1] else np.zeros(len(draws))
-        lower = np.where(np.isfinite(lower), lower, 0.0)
-        cdf = betainc(alpha[item], beta[item], np.stack([upper, lower]))
-        out[rank] = float(np.mean(cdf[0] - cdf[1]))
-    return np.maximum(out, np.finfo(np.float64).tiny)
+        # the others' largest: the run's, with this item's own draw taken out where it is among them
+        mine = np.cumsum(top == item, axis=1) > 0
+        others = np.where(mine, np.roll(values, -1, axis=1), values)[:, :m]
+        if width <= m:  # a pool of m items: the last "other" does not exist
+            others[:, width - 1 :] = 0.0
+        bounds[rank, 0] = others[:, rank - 1] if rank > 0 else 1.0
+        bounds[rank, 1] = others[:, rank] if rank < others.shape[1] else 0.0
+    cdf = betainc(alpha[explored][:, None, None], beta[explored][:, None, None], bounds)
+    return np.maximum((cdf[:, 0] - cdf[:, 1]).mean(axis=1), np.finfo(np.float64).tiny)
 
 
 def _beta(rng: np.random.Generator, alpha: np.ndarray, beta: np.ndarray, runs: int) -> np.ndarray:
