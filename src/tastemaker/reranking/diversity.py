@@ -93,57 +93,7 @@ class WindowCap(Reranker):
         self.config = config or WindowCapConfig()
 
     def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate:
-        rules = (*slate.caps, self.config)
-        slate = dataclasses.replace(slate, caps=rules)
-        k = min(request.k, len(slate))
-        if all(_holds(rule, slate.items[:k], catalog) for rule in rules):
-            return slate  # the list already keeps every cap: nothing to move
-        pool = np.flatnonzero(~slate.fixed)[: int(np.ceil(max(r.depth for r in rules) * request.k))]
-        # a sequential greedy pass over a few hundred entries: plain Python over small lists beats numpy calls
-        # per position (each position usually takes the first or second entry it looks at)
-        entries = np.r_[pool, np.flatnonzero(slate.fixed[:k])]
-        items = slate.items.tolist()
-        has, counts = [], []  # per rule: each entry's values; each value's count in the window's last positions
-        for rule in rules:
-            lists, n_values = _catalog_values(rule.by, catalog)
-            has.append({e: lists[items[e]] for e in entries.tolist()})
-            counts.append([0] * n_values)
-        pool_list = pool.tolist()
-        chosen = [False] * len(pool_list)
-        first = 0  # every pool entry before this one is chosen
-        placed: list[int] = []
-        picks: list[int] = []
-
-        def fits(entry: int, kept: int) -> bool:  # entry keeps the first ``kept`` rules at this position
-            return all(counts[r][v] < rules[r].max_items for r in range(kept) for v in has[r][entry])
-
-        for position in range(k):
-            for r, rule in enumerate(rules):
-                if len(placed) >= rule.window:  # the position leaving the window that ends here
-                    for v in has[r][placed[-rule.window]]:
-                        counts[r][v] -= 1
-            if slate.fixed[position]:
-                entry = position
-            else:
-                while first < len(chosen) and chosen[first]:
-                    first += 1
-                if first == len(chosen):
-                    break
-                pick = first  # when no remaining entry keeps even the first rule: the best remaining
-                for kept in range(len(rules), 0, -1):  # every rule, then give up the latest first
-                    fitting = (j for j in range(first, len(chosen)) if not chosen[j] and fits(pool_list[j], kept))
-                    found = next(fitting, -1)
-                    if found >= 0:
-                        pick = found
-                        break
-                chosen[pick] = True
-                entry = pool_list[pick]
-                picks.append(entry)
-            placed.append(entry)
-            for r in range(len(rules)):
-                for v in has[r][entry]:
-                    counts[r][v] += 1
-        return slate.reorder(_order(len(slate), picks))
+        return keep_caps(dataclasses.replace(slate, caps=(*slate.caps, self.config)), request, catalog)
 
     def values(self, items: np.ndarray, catalog: Catalog) -> np.ndarray:
         """``(items, values)`` bool over the values these items have: their categories, or their provider
@@ -165,6 +115,61 @@ class WindowCap(Reranker):
         used, local = np.unique(codes, return_inverse=True)
         none = set(np.flatnonzero(catalog.providers[used] == "").tolist())  # items without one share nothing
         return [[] if v in none else [v] for v in local.tolist()], len(used)
+
+
+def keep_caps(slate: Slate, request: Request, catalog: Catalog) -> Slate:
+    """The free entries of the first ``k`` positions re-arranged so that every cap on the slate holds where
+    it can (fixed entries stay and count); see the module docstring."""
+    rules = slate.caps
+    k = min(request.k, len(slate))
+    if all(_holds(rule, slate.items[:k], catalog) for rule in rules):
+        return slate  # the list already keeps every cap: nothing to move
+    pool = np.flatnonzero(~slate.fixed)[: int(np.ceil(max(r.depth for r in rules) * request.k))]
+    # a sequential greedy pass over a few hundred entries: plain Python over small lists beats numpy calls
+    # per position (each position usually takes the first or second entry it looks at)
+    entries = np.r_[pool, np.flatnonzero(slate.fixed[:k])]
+    items = slate.items.tolist()
+    has, counts = [], []  # per rule: each entry's values; each value's count in the window's last positions
+    for rule in rules:
+        lists, n_values = _catalog_values(rule.by, catalog)
+        has.append({e: lists[items[e]] for e in entries.tolist()})
+        counts.append([0] * n_values)
+    pool_list = pool.tolist()
+    chosen = [False] * len(pool_list)
+    first = 0  # every pool entry before this one is chosen
+    placed: list[int] = []
+    picks: list[int] = []
+
+    def fits(entry: int, kept: int) -> bool:  # entry keeps the first ``kept`` rules at this position
+        return all(counts[r][v] < rules[r].max_items for r in range(kept) for v in has[r][entry])
+
+    for position in range(k):
+        for r, rule in enumerate(rules):
+            if len(placed) >= rule.window:  # the position leaving the window that ends here
+                for v in has[r][placed[-rule.window]]:
+                    counts[r][v] -= 1
+        if slate.fixed[position]:
+            entry = position
+        else:
+            while first < len(chosen) and chosen[first]:
+                first += 1
+            if first == len(chosen):
+                break
+            pick = first  # when no remaining entry keeps even the first rule: the best remaining
+            for kept in range(len(rules), 0, -1):  # every rule, then give up the latest first
+                fitting = (j for j in range(first, len(chosen)) if not chosen[j] and fits(pool_list[j], kept))
+                found = next(fitting, -1)
+                if found >= 0:
+                    pick = found
+                    break
+            chosen[pick] = True
+            entry = pool_list[pick]
+            picks.append(entry)
+        placed.append(entry)
+        for r in range(len(rules)):
+            for v in has[r][entry]:
+                counts[r][v] += 1
+    return slate.reorder(_order(len(slate), picks))
 
 
 def _holds(rule: WindowCapConfig, items: np.ndarray, catalog: Catalog) -> bool:

@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 
 from tastemaker.config import ConfigModel
 from tastemaker.reranking.base import Catalog, Feedback, Phase, Request, Reranker, Slate
+from tastemaker.reranking.diversity import keep_caps
 
 __all__ = ["Boost", "BoostConfig", "Cap", "CapConfig", "Condition", "Pin", "PinConfig"]
 
@@ -196,4 +197,7 @@ class Pin(Reranker):
             at = np.flatnonzero((slate.items == item) & ~slate.fixed) if item >= 0 else []
             if len(at):
                 placements.append((int(at[0]), min(pin.position, request.k - 1)))
-        return slate.place(placements, limit=request.k)
+        placed = slate.place(placements, limit=request.k)
+        # moving an item out of its place brings its neighbours together: the caps are kept again around
+        # the pins (exploration, after pins, only inserts: the ranked items keep their neighbours)
+        return keep_caps(placed, request, catalog) if placed.caps and placements else placed
