@@ -122,8 +122,9 @@ def keep_caps(slate: Slate, request: Request, catalog: Catalog) -> Slate:
     it can (fixed entries stay and count); see the module docstring."""
     rules = slate.caps
     k = min(request.k, len(slate))
-    if all(_holds(rule, slate.items[:k], catalog) for rule in rules):
-        return slate  # the list already keeps every cap: nothing to move
+    top = slate.items[:k].tolist()
+    if all(_holds(rule, top, _catalog_values(rule.by, catalog)[0]) for rule in reversed(rules)):
+        return slate  # the list already keeps every cap (the newest, likeliest broken, checked first)
     pool = np.flatnonzero(~slate.fixed)[: int(np.ceil(max(r.depth for r in rules) * request.k))]
     # a sequential greedy pass over a few hundred entries: plain Python over small lists beats numpy calls
     # per position (each position usually takes the first or second entry it looks at)
@@ -140,8 +141,15 @@ def keep_caps(slate: Slate, request: Request, catalog: Catalog) -> Slate:
     placed: list[int] = []
     picks: list[int] = []
 
+    limits = [rule.max_items for rule in rules]
+
     def fits(entry: int, kept: int) -> bool:  # entry keeps the first ``kept`` rules at this position
-        return all(counts[r][v] < rules[r].max_items for r in range(kept) for v in has[r][entry])
+        for r in range(kept):
+            count, limit = counts[r], limits[r]
+            for v in has[r][entry]:
+                if count[v] >= limit:
+                    return False
+        return True
 
     for position in range(k):
         for r, rule in enumerate(rules):
@@ -172,22 +180,20 @@ def keep_caps(slate: Slate, request: Request, catalog: Catalog) -> Slate:
     return slate.reorder(_order(len(slate), picks))
 
 
-def _holds(rule: WindowCapConfig, items: np.ndarray, catalog: Catalog) -> bool:
+def _holds(rule: WindowCapConfig, items: list[int], values: list[list[int]]) -> bool:
     """Whether ``items`` (a list, in order) keep ``rule``: no value more than ``max_items`` times in any
-    ``window`` consecutive positions (window sums of a cumulative count, all positions at once)."""
-    if rule.by == "category":
-        rows = take_rows(catalog.item_categories, items)
-        used, local = np.unique(rows.indices, return_inverse=True)
-        hits = np.zeros((len(items), len(used)), np.int32)
-        hits[rows.row_ids(), local] = 1
-    else:
-        used, local = np.unique(catalog.provider[items], return_inverse=True)
-        hits = np.zeros((len(items), len(used)), np.int32)
-        hits[np.arange(len(items)), local] = 1
-        hits[:, catalog.providers[used] == ""] = 0
-    running = np.vstack([np.zeros((1, hits.shape[1]), np.int32), np.cumsum(hits, axis=0)])
-    windows = running[rule.window :] - running[: -rule.window] if len(items) >= rule.window else running[-1:]
-    return bool(windows.max(initial=0) <= rule.max_items)
+    ``window`` consecutive positions (``values``: each catalog item's values)."""
+    counts: dict[int, int] = {}
+    for position, item in enumerate(items):
+        if position >= rule.window:
+            for v in values[items[position - rule.window]]:
+                counts[v] -= 1
+        for v in values[item]:
+            count = counts.get(v, 0) + 1
+            if count > rule.max_items:
+                return False
+            counts[v] = count
+    return True
 
 
 def _catalog_values(by: str, catalog: Catalog) -> tuple[list[list[int]], int]:
