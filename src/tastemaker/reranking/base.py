@@ -12,10 +12,11 @@ order is refused before anything runs):
 
 * ``filter`` — drop items (seen, unavailable, blocked, out of the request's scope);
 * ``score`` — change utilities (boost, bury, freshness, fatigue); the slate is re-sorted after each;
-* ``arrange`` — reorder greedily under constraints (diversity, caps, minimum counts); each such stage sees
-  the previous one's order, so when two constraints conflict the later stage's wins;
-* ``place`` — put items at fixed positions (pins, exploration slots) and mark them ``fixed``; a later place
-  stage leaves fixed positions alone.
+* ``arrange`` — reorder greedily under constraints (MMR, caps, minimum counts), each seeing the previous
+  one's order; window caps and provider fairness come last and accumulate on the slate (``Slate.caps``): a
+  later cap keeps the earlier ones where it can;
+* ``place`` — put items at fixed positions (pins, then exploration slots) and mark them ``fixed``; a later
+  place stage leaves fixed positions alone, and a pin re-keeps the caps around what it moved.
 
 Every item carries the *propensity* with which the policy put it at its position: 1 for a deterministic
 chain; the exploration stage, the only random one, computes them for every position of the list. Randomness
