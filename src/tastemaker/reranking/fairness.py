@@ -10,7 +10,7 @@ from pydantic import Field
 
 from tastemaker.config import ConfigModel
 from tastemaker.reranking.base import DAY_US, Catalog, Feedback, Phase, Request, Reranker, Slate
-from tastemaker.reranking.diversity import WindowCap, WindowCapConfig
+from tastemaker.reranking.diversity import WindowCap, WindowCapConfig, keep_caps
 from tastemaker.reranking.freshness import promote
 
 __all__ = ["ProviderFairness", "ProviderFairnessConfig"]
@@ -41,8 +41,8 @@ class ProviderFairness(Reranker):
             minimum = int(np.ceil(cfg.long_tail_floor * k))
             slate = promote(slate, self.long_tail(slate.items, request, catalog, feedback), minimum, k)
         cap = max(1, int(np.floor(cfg.max_share * k)))
-        if cap >= k:
-            return slate
+        if cap >= k:  # no share cap: the earlier caps are kept again around what the floor promoted
+            return keep_caps(slate, request, catalog) if slate.caps else slate
         # a cap over the whole list is a window as long as the list
         whole = WindowCap(WindowCapConfig(by="provider", max_items=cap, window=max(k, 2)))
         return whole.apply(slate, request, catalog, feedback, seed)
