@@ -294,10 +294,15 @@ class Catalog:
 
 
 class Reranker(ABC):
-    """One stage of the chain. Subclasses set ``phase`` and implement :meth:`apply`; a stage never adds
-    an item that is not in the slate it was given."""
+    """One stage of the chain. Subclasses set ``phase`` and ``config_type`` and implement :meth:`apply`; a
+    stage never adds an item that is not in the slate it was given."""
 
     phase: ClassVar[Phase]
+    #: the stage's typed config; the constructor only stores one (the defaults when given none)
+    config_type: ClassVar[type[Any]]
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config if config is not None else self.config_type()
 
     @abstractmethod
     def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate: ...

@@ -29,10 +29,9 @@ StageConfig = Annotated[
 ]  # fmt: skip
 
 _STAGES: dict[type, type[Reranker]] = {
-    FilterConfig: Filter, BoostConfig: Boost, CapConfig: Cap, PinConfig: Pin, MMRConfig: MMR,
-    WindowCapConfig: WindowCap, FreshBoostConfig: FreshBoost, MinFreshConfig: MinFresh,
-    ProviderFairnessConfig: ProviderFairness, FatigueConfig: Fatigue, ExplorationConfig: Exploration,
-}  # fmt: skip
+    stage.config_type: stage
+    for stage in (Filter, Boost, Cap, Pin, MMR, WindowCap, FreshBoost, MinFresh, ProviderFairness, Fatigue, Exploration)
+}
 
 
 def default_stages() -> list[StageConfig]:

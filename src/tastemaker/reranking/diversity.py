@@ -17,7 +17,6 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from tastemaker.candidates.base import take_rows
 from tastemaker.config import ConfigModel
 from tastemaker.reranking.base import Catalog, Feedback, Phase, Request, Reranker, Slate
 
@@ -40,9 +39,8 @@ class MMR(Reranker):
     catalog's item vectors; without them the slate is left as it is."""
 
     phase: ClassVar[Phase] = "arrange"
-
-    def __init__(self, config: MMRConfig | None = None) -> None:
-        self.config = config or MMRConfig()
+    config_type = MMRConfig
+    config: MMRConfig
 
     def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate:
         if catalog.vectors is None or len(slate) < 2:
@@ -88,9 +86,8 @@ class WindowCap(Reranker):
     remaining one (the cap holds whenever enough other items exist)."""
 
     phase: ClassVar[Phase] = "arrange"
-
-    def __init__(self, config: WindowCapConfig | None = None) -> None:
-        self.config = config or WindowCapConfig()
+    config_type = WindowCapConfig
+    config: WindowCapConfig
 
     def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate:
         return keep_caps(dataclasses.replace(slate, caps=(*slate.caps, self.config)), request, catalog)
@@ -98,23 +95,13 @@ class WindowCap(Reranker):
     def values(self, items: np.ndarray, catalog: Catalog) -> np.ndarray:
         """``(items, values)`` bool over the values these items have: their categories, or their provider
         (items without a provider share none)."""
-        lists, n_values = self._value_lists(items, catalog)
-        out = np.zeros((len(items), n_values), bool)
-        for row, found in enumerate(lists):
-            out[row, found] = True
+        lists = _catalog_values(self.config.by, catalog)[0]
+        rows = [lists[i] for i in np.asarray(items).tolist()]
+        used = {v: column for column, v in enumerate(sorted({v for row in rows for v in row}))}
+        out = np.zeros((len(rows), len(used)), bool)
+        for row, found in enumerate(rows):
+            out[row, [used[v] for v in found]] = True
         return out
-
-    def _value_lists(self, items: np.ndarray, catalog: Catalog) -> tuple[list[list[int]], int]:
-        """Per item, the values it has, numbered from 0 over these items; and how many there are."""
-        if self.config.by == "category":
-            rows = take_rows(catalog.item_categories, items)
-            used, local = np.unique(rows.indices, return_inverse=True)
-            flat, bounds = local.tolist(), rows.indptr.tolist()
-            return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)], len(used)
-        codes = catalog.provider[items]
-        used, local = np.unique(codes, return_inverse=True)
-        none = set(np.flatnonzero(catalog.providers[used] == "").tolist())  # items without one share nothing
-        return [[] if v in none else [v] for v in local.tolist()], len(used)
 
 
 def keep_caps(slate: Slate, request: Request, catalog: Catalog) -> Slate:

@@ -54,9 +54,8 @@ class ExplorationConfig(ConfigModel):
 
 class Exploration(Reranker):
     phase: ClassVar[Phase] = "place"
-
-    def __init__(self, config: ExplorationConfig | None = None) -> None:
-        self.config = config or ExplorationConfig()
+    config_type = ExplorationConfig
+    config: ExplorationConfig
 
     def share(self, request: Request) -> float:
         share = self.config.share if request.exploration_share is None else request.exploration_share

@@ -29,9 +29,11 @@ class ProviderFairnessConfig(ConfigModel):
 
 class ProviderFairness(Reranker):
     phase: ClassVar[Phase] = "arrange"
+    config_type = ProviderFairnessConfig
+    config: ProviderFairnessConfig
 
     def __init__(self, config: ProviderFairnessConfig | None = None) -> None:
-        self.config = config or ProviderFairnessConfig()
+        super().__init__(config)
         self._head: tuple[object, Catalog, np.ndarray] | None = None  # the last shares read, and their tail mask
 
     def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate:

@@ -25,9 +25,8 @@ class FatigueConfig(ConfigModel):
 
 class Fatigue(Reranker):
     phase: ClassVar[Phase] = "score"
-
-    def __init__(self, config: FatigueConfig | None = None) -> None:
-        self.config = config or FatigueConfig()
+    config_type = FatigueConfig
+    config: FatigueConfig
 
     def tired(self, slate: Slate, request: Request, feedback: Feedback) -> np.ndarray:
         since = request.now_us - int(self.config.window_days * DAY_US)

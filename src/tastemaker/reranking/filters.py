@@ -40,9 +40,11 @@ class FilterConfig(ConfigModel):
 
 class Filter(Reranker):
     phase: ClassVar[Phase] = "filter"
+    config_type = FilterConfig
+    config: FilterConfig
 
     def __init__(self, config: FilterConfig | None = None) -> None:
-        self.config = config or FilterConfig()
+        super().__init__(config)
         self._key = ("filter", self.config.model_dump_json())
 
     def allowed(self, items: np.ndarray, request: Request, catalog: Catalog) -> np.ndarray:

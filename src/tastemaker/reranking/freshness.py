@@ -25,9 +25,8 @@ class FreshBoost(Reranker):
     """Items of unknown age, or not yet created at the request's now, get no boost."""
 
     phase: ClassVar[Phase] = "score"
-
-    def __init__(self, config: FreshBoostConfig | None = None) -> None:
-        self.config = config or FreshBoostConfig()
+    config_type = FreshBoostConfig
+    config: FreshBoostConfig
 
     def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate:
         age = catalog.age_days(slate.items, request.now_us)
@@ -49,9 +48,8 @@ class MinFresh(Reranker):
     replace the lowest non-fresh ones (which move down, in order)."""
 
     phase: ClassVar[Phase] = "arrange"
-
-    def __init__(self, config: MinFreshConfig | None = None) -> None:
-        self.config = config or MinFreshConfig()
+    config_type = MinFreshConfig
+    config: MinFreshConfig
 
     def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate:
         age = catalog.age_days(slate.items, request.now_us)

@@ -100,9 +100,8 @@ class Boost(Reranker):
     """Boost or bury: every rule whose condition holds multiplies the item's utility by its factor."""
 
     phase: ClassVar[Phase] = "score"
-
-    def __init__(self, config: BoostConfig) -> None:
-        self.config = config
+    config_type = BoostConfig
+    config: BoostConfig
 
     def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate:
         utility = slate.utility.copy()
@@ -127,9 +126,8 @@ class Cap(Reranker):
     list's first ``k`` (kept as reserves, in order), and the best non-matching items move up."""
 
     phase: ClassVar[Phase] = "arrange"
-
-    def __init__(self, config: CapConfig) -> None:
-        self.config = config
+    config_type = CapConfig
+    config: CapConfig
 
     def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate:
         rules = self.config.rules
@@ -180,18 +178,21 @@ class Pin(Reranker):
     beyond the list's end take its last free positions (in the order of their positions)."""
 
     phase: ClassVar[Phase] = "place"
-
-    def __init__(self, config: PinConfig) -> None:
-        self.config = config
+    config_type = PinConfig
+    config: PinConfig
 
     def wanted(self, catalog: Catalog) -> np.ndarray:
-        found = catalog.item_ids.get_indexer([p.item_id for p in self.config.pins])
+        found = self._indices(sorted(self.config.pins, key=lambda p: p.position), catalog)
         return found[found >= 0].astype(np.int64)
+
+    def _indices(self, pins: list[PinRule], catalog: Catalog) -> np.ndarray:
+        """The pinned items' catalog indices (-1: unknown), looked up once per catalog."""
+        ids = [p.item_id for p in pins]
+        return catalog.cached(("pins", *ids), lambda: catalog.item_ids.get_indexer(ids))
 
     def apply(self, slate: Slate, request: Request, catalog: Catalog, feedback: Feedback, seed: int) -> Slate:
         pins = sorted(self.config.pins, key=lambda p: p.position)  # a lower position has the first claim
-        found = catalog.cached(("pins", *(p.item_id for p in pins)), lambda: catalog.item_ids.get_indexer(
-            [p.item_id for p in pins]))  # fmt: skip
+        found = self._indices(pins, catalog)
         placements = []
         for pin, item in zip(pins, found, strict=True):
             at = np.flatnonzero((slate.items == item) & ~slate.fixed) if item >= 0 else []
