@@ -6,6 +6,7 @@ import random
 import threading
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -159,6 +160,35 @@ def test_events_frame_reads_a_time_range_in_time_order(store) -> None:
     assert frame["timestamp_us"].between(since, until - 1).all()
     with pytest.raises(ConfigError, match="unknown event columns"):
         store.events_frame(columns=["event_id", "colour"])
+
+
+def test_events_frame_reads_the_asked_users_only(store) -> None:
+    store.ingest_events([event(i) for i in range(10)])
+    wanted = sorted({event(i)["user_id"] for i in (1, 4)})
+    frame = store.events_frame(user_ids=wanted)
+    assert set(frame["user_id"]) == set(wanted)
+    assert len(frame) == sum(event(i)["user_id"] in wanted for i in range(10))
+    assert frame["timestamp_us"].is_monotonic_increasing
+    assert store.events_frame(user_ids=[]).empty
+    assert store.events_frame(user_ids=["nobody"]).empty
+
+
+def test_exposures_frame_attributes_events_carrying_the_request_id(store) -> None:
+    shown = Exposure("r1", "u1", "personalized", to_us(NOW), [ExposedItem(1, "m1", 0.9, "als", 1.0),
+                                                              ExposedItem(2, "m2", 0.5, "als", 1.0)])  # fmt: skip
+    store.record_exposures([shown])
+    at = "2026-11-26T12:04:00Z"
+    store.ingest_events([
+        {"event_id": "a", "user_id": "u1", "item_id": "m2", "type": "click", "timestamp": at, "request_id": "r1"},
+        {"event_id": "b", "user_id": "u1", "item_id": "m2", "type": "skip", "timestamp": "2026-11-26T12:01:00Z",
+         "request_id": "r1"},
+        {"event_id": "c", "user_id": "u1", "item_id": "m1", "type": "click", "timestamp": at},  # no request id
+    ])  # fmt: skip
+    frame = store.exposures_frame().set_index("item_id")
+    assert np.isnan(frame.loc["m1", "engaged_us"])
+    assert frame.loc["m2", "engaged_us"] == to_us("2026-11-26T12:01:00Z")
+    clicks = store.exposures_frame(engagement_types=["click"]).set_index("item_id")
+    assert clicks.loc["m2", "engaged_us"] == to_us(at) and np.isnan(clicks.loc["m1", "engaged_us"])
 
 
 def test_exposures_are_stored_once_with_their_items(store) -> None:

@@ -128,8 +128,10 @@ class Store(ABC):
         since_us: int | None = None,
         until_us: int | None = None,
         columns: Sequence[str] = EVENT_COLUMNS,
+        user_ids: Sequence[str] | None = None,
     ) -> pd.DataFrame:
-        """Events with ``since_us <= timestamp_us < until_us``, ordered by time then id."""
+        """Events with ``since_us <= timestamp_us < until_us`` (of ``user_ids`` only, when given), ordered by
+        time then id."""
 
     @abstractmethod
     def items_frame(self) -> pd.DataFrame:
@@ -140,8 +142,16 @@ class Store(ABC):
         """Every user, one row each."""
 
     @abstractmethod
-    def exposures_frame(self, *, since_us: int | None = None, until_us: int | None = None) -> pd.DataFrame:
-        """One row per exposed item, with its exposure's columns, for exposures in the time range."""
+    def exposures_frame(
+        self,
+        *,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        engagement_types: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """One row per exposed item, with its exposure's columns, for exposures in the time range, and
+        ``engaged_us``: the time of the first event that carries the exposure's request id on that item (of
+        ``engagement_types`` only, when given), NaN when none did (the exposure's attribution)."""
 
     @abstractmethod
     def counts(self) -> dict[str, int]:

@@ -202,6 +202,7 @@ class SqlStore(Store):
         since_us: int | None = None,
         until_us: int | None = None,
         columns: Sequence[str] = EVENT_COLUMNS,
+        user_ids: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         unknown = sorted(set(columns) - set(events.c.keys()))
         if unknown:
@@ -211,6 +212,17 @@ class SqlStore(Store):
             stmt = stmt.where(events.c.timestamp_us >= since_us)
         if until_us is not None:
             stmt = stmt.where(events.c.timestamp_us < until_us)
+        if user_ids is not None:
+            wanted = list(dict.fromkeys(str(u) for u in user_ids))
+            if not wanted:
+                return pd.DataFrame({c: [] for c in columns})
+            if len(wanted) > _CHUNK:
+                frames = [self.events_frame(since_us=since_us, until_us=until_us, columns=columns, user_ids=chunk)
+                          for chunk in _chunks(wanted)]  # fmt: skip
+                both = pd.concat(frames, ignore_index=True)
+                order = [c for c in ("timestamp_us", "event_id") if c in both]
+                return both.sort_values(order, kind="stable").reset_index(drop=True) if order else both
+            stmt = stmt.where(events.c.user_id.in_(wanted))
         stmt = stmt.order_by(events.c.timestamp_us, events.c.event_id)
         return self._frame(stmt, list(columns))
 
@@ -220,9 +232,25 @@ class SqlStore(Store):
     def users_frame(self) -> pd.DataFrame:
         return self._frame(select(users).order_by(users.c.user_id), list(users.c.keys()))
 
-    def exposures_frame(self, *, since_us: int | None = None, until_us: int | None = None) -> pd.DataFrame:
-        cols = [*exposures.c, *(c for c in exposure_items.c if c.name != "request_id")]
-        stmt = select(*cols).join(exposure_items, exposure_items.c.request_id == exposures.c.request_id)
+    def exposures_frame(
+        self,
+        *,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        engagement_types: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        first = select(
+            events.c.request_id, events.c.item_id, func.min(events.c.timestamp_us).label("engaged_us")
+        ).where(events.c.request_id.is_not(None))
+        if engagement_types is not None:
+            first = first.where(events.c.type.in_(list(engagement_types)))
+        first = first.group_by(events.c.request_id, events.c.item_id).subquery()
+        cols = [*exposures.c, *(c for c in exposure_items.c if c.name != "request_id"), first.c.engaged_us]
+        stmt = (
+            select(*cols)
+            .join(exposure_items, exposure_items.c.request_id == exposures.c.request_id)
+            .outerjoin(first, (first.c.request_id == exposures.c.request_id) & (first.c.item_id == exposure_items.c.item_id))
+        )
         if since_us is not None:
             stmt = stmt.where(exposures.c.timestamp_us >= since_us)
         if until_us is not None:
