@@ -249,7 +249,10 @@ class SqlStore(Store):
         stmt = (
             select(*cols)
             .join(exposure_items, exposure_items.c.request_id == exposures.c.request_id)
-            .outerjoin(first, (first.c.request_id == exposures.c.request_id) & (first.c.item_id == exposure_items.c.item_id))
+            .outerjoin(
+                first,
+                (first.c.request_id == exposures.c.request_id) & (first.c.item_id == exposure_items.c.item_id),
+            )
         )
         if since_us is not None:
             stmt = stmt.where(exposures.c.timestamp_us >= since_us)
