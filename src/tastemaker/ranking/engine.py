@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from pydantic import Field, model_validator
 from threadpoolctl import threadpool_limits
 
-from tastemaker.candidates.base import CandidateSource, History
+from tastemaker.candidates.base import CandidateSource, History, sparse_top_n, top_n
 from tastemaker.candidates.merge import SOURCES, CandidateGenerator, Candidates, MergeConfig
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import Snapshot
@@ -195,6 +195,26 @@ class Engine(CandidateSource):
         users = np.asarray(users, dtype=np.int64)
         found, scores = self.rank(users, exclude=exclude, contexts=contexts)
         return self._rerank(users, k, found, scores, contexts, requests, feedback)
+
+    def similar(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items most like each of ``items`` (indices, -1 padded) and their similarity: item_knn's
+        neighbour weights when the engine has that source, else the cosine of ALS item factors."""
+        items = np.asarray(items, dtype=np.int64)
+        itself = sp.csr_matrix((np.ones(len(items), np.float32), (np.arange(len(items)), items)),
+                               shape=(len(items), self.n_items))  # an item is not its own neighbour  # fmt: skip
+        knn = self.generator.sources.get("item_knn")
+        if knn is not None:
+            known = items < knn.similarity.shape[0]
+            rows = sp.diags(known.astype(np.float32)) @ knn.similarity[np.where(known, items, 0)]
+            return sparse_top_n(sp.csr_matrix(rows), k, exclude=itself)
+        als = self.generator.sources.get("als")
+        if als is None:
+            return np.full((len(items), k), -1, np.int64), np.full((len(items), k), -np.inf, np.float32)
+        factors = np.asarray(als.item_factors, dtype=np.float32)
+        unit = factors / np.maximum(np.linalg.norm(factors, axis=1, keepdims=True), 1e-12)
+        scores = unit[np.minimum(items, len(unit) - 1)] @ unit.T
+        scores[items >= len(unit)] = -np.inf
+        return top_n(scores, k, exclude=itself)
 
     def _rerank(
         self,

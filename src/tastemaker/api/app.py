@@ -1,0 +1,202 @@
+"""The HTTP API: ``create_app(settings)`` builds a FastAPI app over one store and one model registry.
+
+The app's lifespan opens the store, loads the promoted model, starts the exposure writer and a refresher
+thread (registry, catalog view, exposure log every ``refresh_seconds``), and on shutdown stops taking
+requests, then writes every queued exposure before it closes the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tastemaker.api import errors
+from tastemaker.api.auth import Keys
+from tastemaker.api.metrics import Metrics
+from tastemaker.api.routes import events, health, items, models, recommendations, users
+from tastemaker.clock import Clock, SystemClock
+from tastemaker.errors import ConfigError
+from tastemaker.models.registry import Registry
+from tastemaker.serving.catalog import CatalogView
+from tastemaker.serving.exposures import ExposureWriter
+from tastemaker.serving.models import ModelSlot
+from tastemaker.serving.service import Recommender
+from tastemaker.serving.settings import ServerSettings
+from tastemaker.store import Store, open_store
+
+__all__ = ["Server", "check_bind", "create_app"]
+
+_log = logging.getLogger(__name__)
+LOCAL = "127.0.0.1"
+
+
+@dataclass(eq=False)
+class Server:
+    """What the routes share: the store, the recommender, the registry, the metrics."""
+
+    settings: ServerSettings
+    store: Store
+    recommender: Recommender
+    registry: Registry
+    metrics: Metrics
+    writer: ExposureWriter
+
+
+def check_bind(settings: ServerSettings, host: str) -> None:
+    """Without API keys the server may listen on 127.0.0.1 only."""
+    if not settings.api_keys and host != LOCAL:
+        raise ConfigError(
+            f"refusing to bind to {host!r} without API keys: set TASTEMAKER_API_KEYS (KEY:SCOPE[+SCOPE...]) "
+            f"or api_keys in the config file, or bind to {LOCAL}"
+        )
+
+
+def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    clock = clock or SystemClock()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        server = _start(settings, clock, metrics)
+        app.state.server = server
+        stop = threading.Event()
+        refresher = threading.Thread(target=_refresh_loop, args=(server, stop), name="refresher", daemon=True)
+        refresher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            refresher.join()
+            server.writer.close()  # every queued exposure is written before the store closes
+            server.store.close()
+
+    app = FastAPI(
+        title="tastemaker",
+        version=_version(),
+        description="Events and catalog in; ranked personal lists out, with an always-on popularity holdout.",
+        lifespan=lifespan,
+    )
+    app.state.keys = Keys(settings.api_keys)
+    app.state.metrics = metrics
+    errors.install(app)
+    for module in (events, items, users, recommendations, models, health):
+        app.include_router(module.router)
+    app.add_middleware(_Timing, metrics=metrics)
+    app.add_middleware(_BodyLimit, limit=settings.limits.max_body_bytes)
+    return app
+
+
+def _start(settings: ServerSettings, clock: Clock, metrics: Metrics) -> Server:
+    store = open_store(settings.db, clock=clock)
+    registry = Registry(settings.models_dir)
+    slot = ModelSlot(registry, on_load_failed=lambda message: metrics.load_failures.inc())
+    writer = ExposureWriter(store, flush_seconds=settings.exposure_flush_seconds, on_written=metrics.exposures.inc)
+    recommender = Recommender(store, slot, CatalogView(store, days=settings.popularity_days), settings, writer,
+                              clock, on_fallback=lambda reason: metrics.fallbacks.inc())  # fmt: skip
+    recommender.refresh()
+    metrics.serving(slot.current.version if slot.current else None)
+    return Server(settings, store, recommender, registry, metrics, writer)
+
+
+def _refresh_loop(server: Server, stop: threading.Event) -> None:
+    while not stop.wait(server.settings.refresh_seconds):
+        try:
+            server.recommender.refresh()
+            slot = server.recommender.slot
+            server.metrics.serving(slot.current.version if slot.current else None)
+        except Exception:  # the next round tries again; requests go on with what is loaded
+            _log.exception("refresh failed")
+
+
+def _version() -> str:
+    from tastemaker import __version__
+
+    return __version__
+
+
+class _BodyLimit:
+    """413 for a body over ``limit`` bytes, whether it says its length or streams it."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge(self.limit)
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        payload = (b'{"status":413,"message":"request body over the limit of %d bytes","errors":[]}' % self.limit)
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]})
+        await send({"type": "http.response.body", "body": payload})  # fmt: skip
+
+
+class _TooLarge(StarletteHTTPException):
+    """Raised while a streamed body is read: FastAPI passes HTTP exceptions on (others become a 400), so the
+    error handlers answer it like any other 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over the limit of {limit} bytes")
+
+
+class _Timing:
+    """Request latency by route template (``/v1/users/{user_id}/recommendations``, not each user's path)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def tracked(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.metrics.latency.labels(scope["method"], path, str(status)).observe(time.perf_counter() - started)

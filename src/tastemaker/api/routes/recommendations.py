@@ -1,0 +1,78 @@
+"""A user's list, and the popular list."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from tastemaker.api.auth import require
+from tastemaker.api.errors import ApiError
+from tastemaker.api.routes._deps import ServerDep
+from tastemaker.api.routes.items import _check_k
+from tastemaker.api.schemas import ErrorBody, ListResponse, RecommendationsResponse
+from tastemaker.serving.service import ListRequest
+
+router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[Depends(require("recommend"))],
+                   responses={422: {"model": ErrorBody}})  # fmt: skip
+_CONTEXT = "context."
+_EXCLUDE = "item ids never to show, repeated or comma-separated"
+
+
+@router.get("/users/{user_id}/recommendations", response_model=RecommendationsResponse)
+def recommendations(
+    request: Request,
+    user_id: Annotated[str, Path(min_length=1, max_length=256)],
+    server: ServerDep,
+    k: Annotated[int, Query(ge=1, description="list length (at most the server's limit, 500)")] = 30,
+    category: Annotated[str | None, Query(max_length=128, description="only items of this category")] = None,
+    exclude: Annotated[list[str] | None, Query(description=_EXCLUDE)] = None,
+) -> RecommendationsResponse:
+    """The user's ranked list. Users in the holdout (``variant = control``) get popularity through the same
+    filters. Context goes in ``context.KEY=VALUE`` parameters (``context.device=mobile``; numeric keys the
+    model declared). Each item carries its propensity; the response is written to the exposure log."""
+    _check_k(k, server)
+    limits = server.settings.limits
+    excluded = tuple(x for value in exclude or () for x in value.split(",") if x)
+    if len(excluded) > limits.max_exclude:
+        raise ApiError.invalid("exclude", f"{len(excluded)} ids; at most {limits.max_exclude}")
+    if any(len(x) > limits.max_id_length for x in excluded):
+        raise ApiError.invalid("exclude", f"ids of at most {limits.max_id_length} characters")
+    context = _context(request, limits.max_context_keys)
+    served = server.recommender.recommend([ListRequest(user_id, k, category, excluded, context)])[0]
+    items = [vars(i) for i in served.items]
+    return RecommendationsResponse(
+        request_id=served.request_id, variant=served.variant, model_version=served.model_version, items=items
+    )
+
+
+@router.get("/popular", response_model=ListResponse)
+def popular(
+    server: ServerDep,
+    k: Annotated[int, Query(ge=1)] = 30,
+    category: Annotated[str | None, Query(max_length=128)] = None,
+) -> ListResponse:
+    """The most engaged-with available items of the last ``popularity_days`` (of ``category``)."""
+    _check_k(k, server)
+    return ListResponse(model_version="popularity", items=[vars(i) for i in server.recommender.popular(k, category)])
+
+
+def _context(request: Request, max_keys: int) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in request.query_params.multi_items():
+        if not key.startswith(_CONTEXT):
+            continue
+        name = key[len(_CONTEXT) :]
+        if not name or len(name) > 64 or len(value) > 256:
+            raise ApiError.invalid(key[:80], "context names of 1–64 characters, values of at most 256")
+        found[name] = value if name == "device" else _number(value)
+    if len(found) > max_keys:
+        raise ApiError.invalid("context", f"{len(found)} keys; at most {max_keys}")
+    return found
+
+
+def _number(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value

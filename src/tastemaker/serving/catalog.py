@@ -1,0 +1,91 @@
+"""What the server knows of the catalog between trainings, read from the store: every item's categories
+and availability, and popularity (events per item over recent days). It ranks the control arm and the
+fallback, and tells the personalized arm which items became unavailable since its model was trained.
+
+Refreshed as a whole by :meth:`CatalogView.refresh` (the server calls it on a timer); an item write through
+this server is applied at once by :meth:`note_items`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tastemaker.store.base import Store
+
+__all__ = ["CatalogView", "Popular"]
+
+DAY_US = 86_400 * 1_000_000
+
+
+@dataclass(frozen=True)
+class Popular:
+    item_ids: list[str]
+    scores: list[float]
+
+
+class CatalogView:
+    def __init__(self, store: Store, *, days: float = 30.0) -> None:
+        self._store = store
+        self._days = days
+        self._lock = threading.Lock()
+        self._categories: dict[str, tuple[str, ...]] = {}
+        self._unavailable: set[str] = set()
+        self._ranked: list[str] = []  # popular first
+        self._counts: dict[str, float] = {}
+        self.refreshed_us: int | None = None
+
+    def refresh(self, now_us: int) -> None:
+        items = self._store.items_frame()
+        events = self._store.events_frame(since_us=now_us - int(self._days * DAY_US), until_us=now_us + 1,
+                                          columns=("item_id",))  # fmt: skip
+        counts = events["item_id"].value_counts(sort=False) if len(events) else pd.Series(dtype=np.int64)
+        categories = {str(i): tuple(c or ()) for i, c in zip(items["item_id"], items["categories"], strict=True)}
+        unavailable = set(items.loc[~items["available"].astype(bool), "item_id"].astype(str))
+        # most events first; ties by id so every process ranks alike
+        table = pd.DataFrame({"item_id": counts.index.astype(str), "n": counts.to_numpy(np.float64)})
+        table = table.sort_values(["n", "item_id"], ascending=[False, True], kind="stable")
+        with self._lock:
+            self._categories, self._unavailable = categories, unavailable
+            self._ranked = table["item_id"].tolist()
+            self._counts = dict(zip(table["item_id"], table["n"], strict=True))
+            self.refreshed_us = now_us
+
+    def note_items(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Apply items just stored (the store's own rows, as ``get_items`` returns them)."""
+        with self._lock:
+            for row in rows:
+                item = str(row["item_id"])
+                self._categories[item] = tuple(row.get("categories") or ())
+                if row.get("available", True):
+                    self._unavailable.discard(item)
+                else:
+                    self._unavailable.add(item)
+
+    @property
+    def unavailable(self) -> set[str]:
+        return self._unavailable
+
+    def categories(self, item_id: str) -> tuple[str, ...]:
+        return self._categories.get(item_id, ())
+
+    def popular(self, k: int, *, category: str | None = None, exclude: Sequence[str] | set[str] = ()) -> Popular:
+        """The ``k`` most engaged-with available items (of ``category``), none of ``exclude``; scores are
+        each item's share of the counted events."""
+        with self._lock:
+            ranked, counts, unavailable, cats = self._ranked, self._counts, self._unavailable, self._categories
+        skip = set(exclude) | unavailable
+        total = sum(counts.values()) or 1.0
+        picked: list[str] = []
+        for item in ranked:
+            if item in skip or (category is not None and category not in cats.get(item, ())):
+                continue
+            picked.append(item)
+            if len(picked) == k:
+                break
+        return Popular(picked, [counts[i] / total for i in picked])

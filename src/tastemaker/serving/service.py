@@ -1,0 +1,280 @@
+"""The request path, in-process: assignment → history → candidates → rank → re-rank → response + exposure.
+
+The HTTP API, the CLI's ``recommend`` and (later) the simulator and batch runs call :class:`Recommender`;
+nothing here knows about HTTP. Calls are batch-first (many users per call); "now" comes from the injected
+clock.
+
+Per request: the user's variant from the holdout hash; the user's events from the store (they are the seen
+filter, and those after the model's training end are folded into the user's vectors, so an event changes the
+next list without a retrain); then either popularity (the control arm, or the fallback when no model can be
+served) or the engine. Every response is queued to the exposure log.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from tastemaker.candidates.base import History
+from tastemaker.clock import Clock
+from tastemaker.ranking.features import Context
+from tastemaker.reranking import Request, Seen
+from tastemaker.reranking.filters import Filter
+from tastemaker.serving.catalog import DAY_US, CatalogView
+from tastemaker.serving.exposures import ExposureWriter
+from tastemaker.serving.holdout import CONTROL, PERSONALIZED, assign
+from tastemaker.serving.models import Loaded, ModelSlot
+from tastemaker.serving.settings import ServerSettings
+from tastemaker.store.base import ExposedItem, Exposure, Store
+
+__all__ = ["ListItem", "ListRequest", "Recommender", "ServedList"]
+
+_log = logging.getLogger(__name__)
+_EVENTS = ("event_id", "user_id", "item_id", "type", "timestamp_us")
+POPULARITY = "popularity"
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    user_id: str
+    k: int = 30
+    category: str | None = None
+    exclude: tuple[str, ...] = ()
+    #: ``device`` and any numeric keys the model declared (``features.context_keys``)
+    context: Mapping[str, Any] = field(default_factory=dict)
+    #: the response's id (a new one when not given); exploration is deterministic given it
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ListItem:
+    item_id: str
+    score: float | None
+    position: int
+    source: str
+    reason: str
+    propensity: float
+
+
+@dataclass(frozen=True)
+class ServedList:
+    request_id: str
+    user_id: str
+    variant: str
+    model_version: str
+    config_hash: str | None
+    items: list[ListItem]
+    #: why popularity was served to a personalized user (None when it was not)
+    fallback: str | None = None
+
+
+class Recommender:
+    def __init__(
+        self,
+        store: Store,
+        slot: ModelSlot,
+        catalog: CatalogView,
+        settings: ServerSettings,
+        writer: ExposureWriter | None,
+        clock: Clock,
+        *,
+        on_fallback: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store, self.slot, self.catalog, self.settings = store, slot, catalog, settings
+        self.writer, self.clock = writer, clock
+        self._on_fallback = on_fallback or (lambda reason: None)
+
+    # -- lists -----------------------------------------------------------------------------------------
+
+    def recommend(self, requests: Sequence[ListRequest]) -> list[ServedList]:
+        """One list per request, each written to the exposure log (when the recommender has a writer)."""
+        if not requests:
+            return []
+        now = self.clock.now_us()
+        ids = [r.request_id or uuid.uuid4().hex for r in requests]
+        variants = assign([r.user_id for r in requests], self.settings.holdout)
+        events = self.store.events_frame(user_ids=[r.user_id for r in requests], until_us=now + 1, columns=_EVENTS)
+        by_user = {u: frame for u, frame in events.groupby("user_id", sort=False)} if len(events) else {}
+        loaded = self.slot.current  # one reference for the whole call: a swap meanwhile does not touch it
+        served: list[ServedList | None] = [None] * len(requests)
+        personal = [i for i, v in enumerate(variants) if v == PERSONALIZED and loaded is not None]
+        if personal:
+            lists = self._personalized(loaded, [requests[i] for i in personal], [ids[i] for i in personal],
+                                       by_user, now)  # fmt: skip
+            for i, one in zip(personal, lists, strict=True):
+                served[i] = one
+        for i, request in enumerate(requests):
+            if served[i] is None:
+                reason = None if variants[i] == CONTROL else (self.slot.error or "no model loaded")
+                if reason is not None:
+                    self._on_fallback(reason)
+                served[i] = self._popular(request, ids[i], str(variants[i]), by_user.get(request.user_id), reason)
+        done = [s for s in served if s is not None]
+        if self.writer is not None:
+            for request, one in zip(requests, done, strict=True):
+                self.writer.submit(_exposure(one, request, now))
+        return done
+
+    def _popular(
+        self, request: ListRequest, request_id: str, variant: str, events: pd.DataFrame | None, fallback: str | None
+    ) -> ServedList:
+        seen = set() if events is None else set(events["item_id"].astype(str))
+        found = self.catalog.popular(request.k, category=request.category, exclude=seen | set(request.exclude))
+        items = self._popular_items(found.item_ids, found.scores, request.category)
+        return ServedList(request_id, request.user_id, variant, POPULARITY, None, items, fallback)
+
+    def _personalized(
+        self,
+        loaded: Loaded,
+        requests: Sequence[ListRequest],
+        request_ids: Sequence[str],
+        by_user: Mapping[str, pd.DataFrame],
+        now: int,
+    ) -> list[ServedList]:
+        engine = loaded.engine
+        empty = pd.DataFrame({c: [] for c in _EVENTS})
+        histories = [by_user.get(r.user_id, empty) for r in requests]
+        with loaded.lock:
+            self._fold_in(loaded, requests, histories)
+            users = engine.user_index([r.user_id for r in requests])
+            keys = engine.config.features.context_keys
+            contexts = [Context.of_event(now, dict(r.context), keys) for r in requests]
+            unavailable = _known(engine.item_ids, list(self.catalog.unavailable))
+            seen = [_seen(engine.item_ids, h) for h in histories]
+            asks = [
+                Request(user=int(u), now_us=now, k=r.k, request_id=rid, seen=s,
+                        exclude=np.union1d(unavailable, _known(engine.item_ids, r.exclude)), category=r.category)
+                for u, r, rid, s in zip(users, requests, request_ids, seen, strict=True)
+            ]  # fmt: skip
+            exclude = self._exclude(engine, seen)
+            k = max(r.k for r in requests)
+            found = engine.recommend(users, k, exclude=exclude, contexts=contexts, requests=asks,
+                                     feedback=loaded.feedback)  # fmt: skip
+        out = []
+        for row, (request, rid) in enumerate(zip(requests, request_ids, strict=True)):
+            items = []
+            for pos in range(request.k):
+                item = int(found.items[row, pos])
+                if item < 0:
+                    break
+                score = float(found.scores[row, pos])
+                items.append(ListItem(str(engine.item_ids[item]), score if np.isfinite(score) else None, pos + 1,
+                                      found.sources[row][pos], found.reasons[row][pos],
+                                      float(found.propensity[row, pos])))  # fmt: skip
+            out.append(ServedList(rid, request.user_id, PERSONALIZED, loaded.version, loaded.config_hash, items))
+        return out
+
+    def _fold_in(self, loaded: Loaded, requests: Sequence[ListRequest], histories: Sequence[pd.DataFrame]) -> None:
+        """Fold each user's events since the model's training end into its vectors, when they changed since
+        the last fold (a user the model does not know is added, with whatever they did)."""
+        engine = loaded.engine
+        end = loaded.trained_until_us
+        known = engine.user_index([r.user_id for r in requests]) >= 0
+        changed, frames = [], []
+        for request, events, is_known in zip(requests, histories, known, strict=True):
+            recent = events[events["timestamp_us"] >= end]
+            mark = (len(recent), str(recent["event_id"].iloc[-1]) if len(recent) else "")
+            if (is_known and mark == (0, "")) or loaded.folded.get(request.user_id) == mark:
+                continue
+            loaded.folded[request.user_id] = mark
+            changed.append(request.user_id)
+            frames.append(recent)
+        if not changed:
+            return
+        users = pd.DataFrame({"user_id": changed})
+        stored = {u["user_id"]: u.get("attributes") or {} for u in self.store.get_users(changed)}
+        users["attributes"] = [stored.get(u, {}) for u in changed]
+        history = History.from_events(pd.concat(frames, ignore_index=True), engine.item_ids,
+                                      config=engine.snapshot.config, users=users)  # fmt: skip
+        engine.fold_in(history)
+
+    def _exclude(self, engine: Any, seen: Sequence[Seen]) -> sp.csr_matrix | None:
+        """What the candidate sources skip: the user's consumed items, when the chain's filter drops all of
+        them anyway (the default); otherwise the sources propose everything and the filter decides."""
+        stages = [s for s in engine.chain.stages if isinstance(s, Filter)]
+        if not stages or not any(s.config.seen and not s.config.seen_types and s.config.cooldown_days is None
+                                 for s in stages):  # fmt: skip
+            return None
+        rows = np.repeat(np.arange(len(seen)), [len(s.items) for s in seen])
+        cols = np.concatenate([s.items for s in seen]) if seen else np.zeros(0, np.int64)
+        return sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(seen), engine.n_items))
+
+    # -- item lists ------------------------------------------------------------------------------------
+
+    def popular(self, k: int, category: str | None = None) -> list[ListItem]:
+        found = self.catalog.popular(k, category=category)
+        return self._popular_items(found.item_ids, found.scores, category)
+
+    def _popular_items(self, ids: Sequence[str], scores: Sequence[float], category: str | None) -> list[ListItem]:
+        return [ListItem(i, s, p + 1, "popular", _popular_reason(self.catalog.categories(i), category), 1.0)
+                for p, (i, s) in enumerate(zip(ids, scores, strict=True))]  # fmt: skip
+
+    def similar(self, item_id: str, k: int) -> list[ListItem] | None:
+        """Items like ``item_id`` by the served model (popular items of its categories without one); None
+        for an item neither knows."""
+        loaded = self.slot.current
+        if loaded is not None:
+            engine = loaded.engine
+            index = engine.item_index([item_id])
+            if index[0] >= 0:
+                with loaded.lock:
+                    ids, scores = engine.similar(index, k + len(self.catalog.unavailable))
+                items = [(str(engine.item_ids[i]), float(s)) for i, s in zip(ids[0], scores[0], strict=True)
+                         if i >= 0 and str(engine.item_ids[i]) not in self.catalog.unavailable][:k]  # fmt: skip
+                return [ListItem(i, s, p + 1, "similar", "similar items", 1.0) for p, (i, s) in enumerate(items)]
+        stored = self.store.get_items([item_id])
+        if not stored:
+            return None
+        cats = list(stored[0].get("categories") or [])
+        found = self.catalog.popular(k, category=cats[0] if cats else None, exclude={item_id})
+        return self._popular_items(found.item_ids, found.scores, None)
+
+    # -- upkeep ----------------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Re-read the registry (hot-swap), the catalog view and the served model's exposure log."""
+        now = self.clock.now_us()
+        self.slot.sync()
+        self.catalog.refresh(now)
+        loaded = self.slot.current
+        if loaded is not None:
+            since = now - int(self.settings.feedback_days * DAY_US)
+            shown = self.store.exposures_frame(since_us=since, engagement_types=self.settings.engagement_types)
+            log = shown[shown["variant"] == PERSONALIZED] if len(shown) else shown
+            with loaded.lock:
+                loaded.set_feedback(log)
+
+
+def _seen(item_ids: pd.Index, events: pd.DataFrame) -> Seen:
+    if not len(events):
+        return Seen()
+    idx = item_ids.get_indexer(events["item_id"].astype(str))
+    keep = idx >= 0
+    return Seen(idx[keep].astype(np.int64), events["timestamp_us"].to_numpy(np.int64)[keep],
+                events["type"].to_numpy(object)[keep])  # fmt: skip
+
+
+def _known(item_ids: pd.Index, ids: Sequence[str]) -> np.ndarray:
+    if not ids:
+        return np.zeros(0, np.int64)
+    found = item_ids.get_indexer(list(ids))
+    return found[found >= 0].astype(np.int64)
+
+
+def _popular_reason(categories: Sequence[str], asked: str | None) -> str:
+    category = asked or (categories[0] if categories else None)
+    return f"popular in {category}" if category else "popular right now"
+
+
+def _exposure(served: ServedList, request: ListRequest, now: int) -> Exposure:
+    items = [ExposedItem(it.position, it.item_id, it.score, it.source, it.propensity) for it in served.items]
+    context = dict(request.context) or None
+    return Exposure(served.request_id, served.user_id, served.variant, now, items, served.model_version,
+                    served.config_hash, context)  # fmt: skip

@@ -1,0 +1,101 @@
+"""A store holding a small synthetic world, a model trained on it, and real uvicorn servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from tastemaker.api import create_app
+from tastemaker.candidates.merge import MergeConfig
+from tastemaker.clock import FixedClock
+from tastemaker.data import SyntheticConfig, generate, import_dataset
+from tastemaker.models.registry import train
+from tastemaker.ranking import EngineConfig, RankerConfig
+from tastemaker.ranking.training import SplitConfig
+from tastemaker.serving.settings import ServerSettings, parse_api_keys
+from tastemaker.store import open_store
+
+TRAINED_AT = "2026-02-03T00:00:00Z"  # the synthetic world runs 2026-01-05 to 2026-02-02
+SERVED_AT = "2026-02-04T00:00:00Z"
+CONFIG = EngineConfig(
+    merge=MergeConfig(total=100), ranker=RankerConfig(max_rounds=30), split=SplitConfig(kind="global")
+)
+ADMIN, INGEST, RECOMMEND = "admin-key-0123456789", "ingest-key-0123456789", "recommend-key-0123456789"
+KEYS = f"{ADMIN}:admin+ingest+recommend,{INGEST}:ingest,{RECOMMEND}:recommend"
+
+
+@pytest.fixture(scope="session")
+def world_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """A SQLite store with the world and a models folder with one promoted model (built once, copied)."""
+    root = tmp_path_factory.mktemp("world")
+    world = generate(SyntheticConfig(n_users=300, n_items=200, n_categories=8, days=28, seed=3))
+    with open_store(f"sqlite:///{root / 'store.db'}", clock=FixedClock(TRAINED_AT)) as store:
+        import_dataset(store, world)
+        artifact = train(store, root / "models", config=CONFIG, promote=True)
+    return root / "store.db", root / "models", artifact.version
+
+
+@pytest.fixture
+def world(world_template: tuple[Path, Path, str], tmp_path: Path) -> tuple[str, Path, str]:
+    """A private copy: (store URL, models folder, promoted version)."""
+    import shutil
+
+    db, models, version = world_template
+    shutil.copy(db, tmp_path / "store.db")
+    shutil.copytree(models, tmp_path / "models")
+    return f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "models", version
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(settings: ServerSettings, clock: FixedClock | None = None) -> Iterator[str]:
+    """A real uvicorn server on 127.0.0.1 in a thread; yields its base URL; a clean shutdown on exit."""
+    app = create_app(settings, clock=clock or FixedClock(SERVED_AT))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+@pytest.fixture
+def settings_for(world: tuple[str, Path, str]) -> Callable[..., ServerSettings]:
+    url, models, _ = world
+
+    def make(**over: object) -> ServerSettings:
+        return ServerSettings.from_dict({"db": url, "models_dir": str(models), "refresh_seconds": 0.2, **over})
+
+    return make
+
+
+@pytest.fixture
+def server(settings_for: Callable[..., ServerSettings]) -> Iterator[str]:
+    """A server with the three keys of ``KEYS``."""
+    with serving(settings_for(api_keys=parse_api_keys(KEYS))) as url:
+        yield url
+
+
+def client(url: str, key: str = ADMIN) -> httpx.Client:
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
