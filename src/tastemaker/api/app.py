@@ -7,7 +7,9 @@ requests, then writes every queued exposure before it closes the store.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -25,9 +27,7 @@ from tastemaker.api.routes import events, health, items, models, recommendations
 from tastemaker.clock import Clock, SystemClock
 from tastemaker.errors import ConfigError
 from tastemaker.models.registry import Registry
-from tastemaker.serving.catalog import CatalogView
 from tastemaker.serving.exposures import ExposureWriter
-from tastemaker.serving.models import ModelSlot
 from tastemaker.serving.service import Recommender
 from tastemaker.serving.settings import ServerSettings
 from tastemaker.store import Store, open_store
@@ -97,14 +97,19 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
 
 def _start(settings: ServerSettings, clock: Clock, metrics: Metrics) -> Server:
     store = open_store(settings.db, clock=clock)
-    registry = Registry(settings.models_dir)
-    slot = ModelSlot(registry, on_load_failed=lambda message: metrics.load_failures.inc())
     writer = ExposureWriter(store, flush_seconds=settings.exposure_flush_seconds, on_written=metrics.exposures.inc)
-    recommender = Recommender(store, slot, CatalogView(store, days=settings.popularity_days), settings, writer,
-                              clock, on_fallback=lambda reason: metrics.fallbacks.inc())  # fmt: skip
-    recommender.refresh()
+    try:
+        recommender = Recommender.from_settings(
+            store, settings, clock, writer=writer, on_fallback=lambda reason: metrics.fallbacks.inc(),
+            on_load_failed=lambda message: metrics.load_failures.inc(),
+        )  # fmt: skip
+    except BaseException:
+        writer.close()
+        store.close()
+        raise
+    slot = recommender.slot
     metrics.serving(slot.current.version if slot.current else None)
-    return Server(settings, store, recommender, registry, metrics, writer)
+    return Server(settings, store, recommender, slot.registry, metrics, writer)
 
 
 def _refresh_loop(server: Server, stop: threading.Event) -> None:
@@ -115,6 +120,22 @@ def _refresh_loop(server: Server, stop: threading.Event) -> None:
             server.metrics.serving(slot.current.version if slot.current else None)
         except Exception:  # the next round tries again; requests go on with what is loaded
             _log.exception("refresh failed")
+
+
+#: the environment variable through which ``tastemaker serve --workers N`` hands its settings to each worker
+SETTINGS_ENV = "TASTEMAKER_SERVER_SETTINGS"
+
+
+def settings_json(settings: ServerSettings) -> str:
+    """``settings`` as JSON, API keys included (for the server's own worker processes only)."""
+    data = settings.model_dump(mode="json")
+    data["api_keys"] = [{"key": k.key.get_secret_value(), "scopes": sorted(k.scopes)} for k in settings.api_keys]
+    return json.dumps(data)
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker of ``tastemaker serve --workers N`` (a uvicorn factory)."""
+    return create_app(ServerSettings.from_dict(json.loads(os.environ[SETTINGS_ENV])))
 
 
 def _version() -> str:

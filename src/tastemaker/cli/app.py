@@ -1,4 +1,4 @@
-"""Typer commands: import, evaluate, demo, train, models."""
+"""Typer commands: import, evaluate, demo, train, models, serve, recommend."""
 
 from __future__ import annotations
 
@@ -299,3 +299,81 @@ def models_rollback(models_dir: ModelsDirOption = Path("models")) -> None:
     with _errors():
         artifact = Registry(models_dir).rollback()
         console.print(f"serving {artifact.version}")
+
+
+@app.command()
+def serve(
+    db: Annotated[str | None, typer.Option("--db", help="Store URL (default: the config file's, or SQLite).",
+                                           envvar="TASTEMAKER_DB")] = None,  # fmt: skip
+    models_dir: Annotated[Path | None, typer.Option("--models-dir", envvar="TASTEMAKER_MODELS")] = None,
+    host: Annotated[str, typer.Option(help="Listen address; other than 127.0.0.1 needs API keys.")] = "127.0.0.1",
+    port: int = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (each loads the model).")] = 1,
+    config: Annotated[Path | None, typer.Option(help="A TOML file with a [server] table.")] = None,
+    log_level: str = "info",
+) -> None:
+    """Serve the HTTP API (keys from TASTEMAKER_API_KEYS as KEY:SCOPE[+SCOPE...], comma-separated)."""
+    import os
+
+    import uvicorn
+
+    from tastemaker.api.app import SETTINGS_ENV, check_bind, create_app, settings_json
+    from tastemaker.serving.settings import ServerSettings
+
+    with _errors():
+        settings = ServerSettings.load(config, db=db, models_dir=models_dir)
+        check_bind(settings, host)
+    err.print(f"serving {settings.db} · models {settings.models_dir} · http://{host}:{port} · {workers} worker(s)"
+              + ("" if settings.api_keys else " · no API keys: every route is open on 127.0.0.1"))  # fmt: skip
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        return
+    os.environ[SETTINGS_ENV] = settings_json(settings)
+    uvicorn.run("tastemaker.api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level)  # fmt: skip
+
+
+@app.command()
+def recommend(
+    user_id: Annotated[str, typer.Argument(help="The user to recommend for.")],
+    k: Annotated[int, typer.Option("-k", min=1, max=500, help="List length.")] = 30,
+    context: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, e.g. device=mobile (repeatable).")] = None,
+    category: str | None = None,
+    db: DbOption = DEFAULT_URL,
+    models_dir: ModelsDirOption = Path("models"),
+    now: Annotated[str | None, typer.Option(help="Recommend as of this instant (ISO 8601).")] = None,
+) -> None:
+    """A user's list, computed in-process exactly as the server would (not written to the exposure log)."""
+    from rich.table import Table
+
+    from tastemaker.clock import FixedClock, SystemClock
+    from tastemaker.serving import ListRequest, Recommender, ServerSettings
+    from tastemaker.store import open_store
+
+    with _errors():
+        pairs = {}
+        for entry in context or []:
+            key, sep, value = entry.partition("=")
+            if not sep or not key:
+                raise typer.BadParameter(f"--context {entry!r}: expected KEY=VALUE")
+            pairs[key] = value if key == "device" else _maybe_number(value)
+        settings = ServerSettings(db=db, models_dir=models_dir)
+        clock = FixedClock(now) if now else SystemClock()
+        with open_store(db, clock=clock) as store:
+            served = Recommender.from_settings(store, settings, clock).recommend(
+                [ListRequest(user_id, k, category, (), pairs)]
+            )[0]
+        console.print(f"[bold]{user_id}[/] · variant {served.variant} · model {served.model_version}"
+                      + (f" · fallback: {served.fallback}" if served.fallback else ""))  # fmt: skip
+        table = Table("#", "item", "score", "source", "propensity", "reason")
+        for item in served.items:
+            score = "—" if item.score is None else f"{item.score:.4f}"
+            table.add_row(str(item.position), item.item_id, score, item.source, f"{item.propensity:.3f}", item.reason)
+        console.print(table)
+
+
+def _maybe_number(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value

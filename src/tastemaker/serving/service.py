@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from tastemaker.candidates.base import History
 from tastemaker.clock import Clock
+from tastemaker.models.registry import Registry
 from tastemaker.ranking.features import Context
 from tastemaker.reranking import Request, Seen
 from tastemaker.reranking.filters import Filter
@@ -90,6 +91,25 @@ class Recommender:
         self.store, self.slot, self.catalog, self.settings = store, slot, catalog, settings
         self.writer, self.clock = writer, clock
         self._on_fallback = on_fallback or (lambda reason: None)
+
+    @classmethod
+    def from_settings(
+        cls,
+        store: Store,
+        settings: ServerSettings,
+        clock: Clock,
+        *,
+        writer: ExposureWriter | None = None,
+        on_fallback: Callable[[str], None] | None = None,
+        on_load_failed: Callable[[str], None] | None = None,
+    ) -> Recommender:
+        """A recommender over ``store`` serving the registry under ``settings.models_dir``, loaded and
+        refreshed once (the promoted model, the catalog view, the exposure log)."""
+        slot = ModelSlot(Registry(settings.models_dir), on_load_failed=on_load_failed)
+        catalog = CatalogView(store, days=settings.popularity_days)
+        recommender = cls(store, slot, catalog, settings, writer, clock, on_fallback=on_fallback)
+        recommender.refresh()
+        return recommender
 
     # -- lists -----------------------------------------------------------------------------------------
 
