@@ -38,7 +38,7 @@ from tastemaker.store.base import ExposedItem, Exposure, Store
 __all__ = ["ListItem", "ListRequest", "Recommender", "ServedList"]
 
 _log = logging.getLogger(__name__)
-_EVENTS = ("event_id", "user_id", "item_id", "type", "timestamp_us")
+_EVENTS = ("event_id", "user_id", "item_id", "type", "value", "timestamp_us")
 POPULARITY = "popularity"
 
 
@@ -125,14 +125,20 @@ class Recommender:
         loaded = self.slot.current  # one reference for the whole call: a swap meanwhile does not touch it
         served: list[ServedList | None] = [None] * len(requests)
         personal = [i for i, v in enumerate(variants) if v == PERSONALIZED and loaded is not None]
+        failure = None
         if personal:
-            lists = self._personalized(loaded, [requests[i] for i in personal], [ids[i] for i in personal],
-                                       by_user, now)  # fmt: skip
-            for i, one in zip(personal, lists, strict=True):
-                served[i] = one
+            try:
+                lists = self._personalized(loaded, [requests[i] for i in personal], [ids[i] for i in personal],
+                                           by_user, now)  # fmt: skip
+            except Exception as exc:  # a model that fails on a request: popularity, logged and counted
+                _log.exception("the model failed on a request; serving popularity")
+                failure = f"the model failed on this request: {type(exc).__name__}"
+            else:
+                for i, one in zip(personal, lists, strict=True):
+                    served[i] = one
         for i, request in enumerate(requests):
             if served[i] is None:
-                reason = None if variants[i] == CONTROL else (self.slot.error or "no model loaded")
+                reason = None if variants[i] == CONTROL else (failure or self.slot.error or "no model loaded")
                 if reason is not None:
                     self._on_fallback(reason)
                 served[i] = self._popular(request, ids[i], str(variants[i]), by_user.get(request.user_id), reason)

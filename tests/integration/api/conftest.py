@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -20,6 +22,7 @@ from tastemaker.data import SyntheticConfig, generate, import_dataset
 from tastemaker.models.registry import train
 from tastemaker.ranking import EngineConfig, RankerConfig
 from tastemaker.ranking.training import SplitConfig
+from tastemaker.reranking import RerankConfig
 from tastemaker.serving.settings import ServerSettings, parse_api_keys
 from tastemaker.store import open_store
 
@@ -32,26 +35,48 @@ ADMIN, INGEST, RECOMMEND = "admin-key-0123456789", "ingest-key-0123456789", "rec
 KEYS = f"{ADMIN}:admin+ingest+recommend,{INGEST}:ingest,{RECOMMEND}:recommend"
 
 
-@pytest.fixture(scope="session")
-def world_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
-    """A SQLite store with the world and a models folder with one promoted model (built once, copied)."""
-    root = tmp_path_factory.mktemp("world")
+#: a chain without exploration (lists are the same for every request id) whose fatigue drops an item shown
+#: twice without engagement: what the real-time fatigue test watches
+FATIGUE = CONFIG.model_copy(update={"rerank": RerankConfig.from_dict({"stages": [
+    {"stage": "filter"}, {"stage": "fatigue", "min_impressions": 2, "action": "filter"},
+]})})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class World:
+    url: str
+    models: Path
+    version: str  # promoted
+    second: str  # trained later, with another seed; not promoted
+    fatigue: str  # the FATIGUE chain; not promoted
+
+
+def build_world(root: Path, url: str) -> World:
+    """The synthetic world in the store at ``url`` and three models under ``root / "models"``."""
     world = generate(SyntheticConfig(n_users=300, n_items=200, n_categories=8, days=28, seed=3))
-    with open_store(f"sqlite:///{root / 'store.db'}", clock=FixedClock(TRAINED_AT)) as store:
+    models = root / "models"
+    with open_store(url, clock=FixedClock(TRAINED_AT)) as store:
         import_dataset(store, world)
-        artifact = train(store, root / "models", config=CONFIG, promote=True)
-    return root / "store.db", root / "models", artifact.version
+        first = train(store, models, config=CONFIG, promote=True)
+        second = train(store, models, config=CONFIG, seed=7, clock=FixedClock("2026-02-03T01:00:00Z"))
+        fatigue = train(store, models, config=FATIGUE)
+    return World(url, models, first.version, second.version, fatigue.version)
+
+
+@pytest.fixture(scope="session")
+def world_template(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """A SQLite store with the world and its models (built once per session, copied for each test)."""
+    root = tmp_path_factory.mktemp("world")
+    return build_world(root, f"sqlite:///{root / 'store.db'}")
 
 
 @pytest.fixture
-def world(world_template: tuple[Path, Path, str], tmp_path: Path) -> tuple[str, Path, str]:
-    """A private copy: (store URL, models folder, promoted version)."""
-    import shutil
-
-    db, models, version = world_template
-    shutil.copy(db, tmp_path / "store.db")
-    shutil.copytree(models, tmp_path / "models")
-    return f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "models", version
+def world(world_template: World, tmp_path: Path) -> World:
+    """A private copy of the template."""
+    shutil.copy(world_template.url.removeprefix("sqlite:///"), tmp_path / "store.db")
+    shutil.copytree(world_template.models, tmp_path / "models")
+    return World(f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "models", world_template.version,
+                 world_template.second, world_template.fatigue)  # fmt: skip
 
 
 def free_port() -> int:
@@ -81,11 +106,10 @@ def serving(settings: ServerSettings, clock: FixedClock | None = None) -> Iterat
 
 
 @pytest.fixture
-def settings_for(world: tuple[str, Path, str]) -> Callable[..., ServerSettings]:
-    url, models, _ = world
-
+def settings_for(world: World) -> Callable[..., ServerSettings]:
     def make(**over: object) -> ServerSettings:
-        return ServerSettings.from_dict({"db": url, "models_dir": str(models), "refresh_seconds": 0.2, **over})
+        base = {"db": world.url, "models_dir": str(world.models), "refresh_seconds": 0.2}
+        return ServerSettings.from_dict({**base, **over})
 
     return make
 
