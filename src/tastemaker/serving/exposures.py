@@ -1,12 +1,13 @@
 """The exposure log's writer: served lists are queued on the request path and written in batches by one
 background thread. Nothing queued is dropped: a failed write is retried (with a growing pause) until it
-lands or the writer is closed, and ``close`` writes everything still queued before it returns."""
+lands, and ``close`` writes everything still queued before it returns."""
 
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from tastemaker.errors import InvalidBatchError, TastemakerError
@@ -61,28 +62,25 @@ class ExposureWriter:
         self._thread.join()
 
     def _run(self) -> None:
+        """Each batch starts with the first exposure that arrives and takes what follows for up to
+        ``flush_seconds`` (or ``max_batch`` exposures), then is written in one transaction."""
         stopping = False
         while not stopping:
-            batch: list[Exposure] = []
-            try:
-                first = self._queue.get(timeout=self._flush_seconds)
-            except queue.Empty:
-                continue
+            first = self._queue.get()
             if first is None:
-                stopping = True
-            else:
-                batch.append(first)
+                break
+            batch = [first]
+            deadline = time.monotonic() + self._flush_seconds
             while len(batch) < self._max_batch:
                 try:
-                    more = self._queue.get_nowait()
+                    more = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
                 except queue.Empty:
                     break
-                if more is None:
+                if more is None:  # closing: write this batch, and nothing can follow the sentinel
                     stopping = True
                     break
                 batch.append(more)
-            if batch:
-                self._write(batch)
+            self._write(batch)
 
     def _write(self, batch: list[Exposure]) -> None:
         total, pause = len(batch), 0.05

@@ -64,7 +64,7 @@ class ServerSettings(ConfigModel):
     #: how often the catalog view, popularity, the exposure log the re-rankers read, and the registry are
     #: re-read (a promotion through this server's API is picked up at once)
     refresh_seconds: float = Field(default=10.0, gt=0)
-    #: exposures are written in batches off the request path, at least this often
+    #: exposures are written off the request path in batches: a batch waits at most this long for more
     exposure_flush_seconds: float = Field(default=0.2, gt=0)
     #: exposure rows the re-rankers read (fatigue, fairness, exploration): the last this many days
     feedback_days: float = Field(default=28.0, gt=0)

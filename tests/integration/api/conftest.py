@@ -51,13 +51,16 @@ class World:
     fatigue: str  # the FATIGUE chain; not promoted
 
 
-def build_world(root: Path, url: str) -> World:
-    """The synthetic world in the store at ``url`` and three models under ``root / "models"``."""
+def build_world(root: Path, url: str, *, only_first: bool = False) -> World:
+    """The synthetic world in the store at ``url`` and three models (or only the promoted one) under
+    ``root / "models"``."""
     world = generate(SyntheticConfig(n_users=300, n_items=200, n_categories=8, days=28, seed=3))
     models = root / "models"
     with open_store(url, clock=FixedClock(TRAINED_AT)) as store:
         import_dataset(store, world)
         first = train(store, models, config=CONFIG, promote=True)
+        if only_first:
+            return World(url, models, first.version, "", "")
         second = train(store, models, config=CONFIG, seed=7, clock=FixedClock("2026-02-03T01:00:00Z"))
         fatigue = train(store, models, config=FATIGUE)
     return World(url, models, first.version, second.version, fatigue.version)
