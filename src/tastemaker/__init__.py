@@ -2,6 +2,7 @@
 
 from tastemaker.candidates import History
 from tastemaker.candidates.merge import CandidateGenerator, MergeConfig
+from tastemaker.client import Client
 from tastemaker.clock import Clock, FixedClock, SystemClock
 from tastemaker.data import (
     Dataset,
@@ -31,6 +32,7 @@ __all__ = [
     "CandidateGenerator",
     "History",
     "MergeConfig",
+    "Client",
     "Clock",
     "ConfigError",
     "DataFormatError",
