@@ -39,6 +39,8 @@ class CatalogView:
         self._ranked: list[str] = []  # popular first
         self._counts: dict[str, float] = {}
         self.refreshed_us: int | None = None
+        #: the items table as last read (what a served model may not know yet)
+        self.items = pd.DataFrame({"item_id": []})
 
     def refresh(self, now_us: int) -> None:
         items = self._store.items_frame()
@@ -55,6 +57,7 @@ class CatalogView:
             self._ranked = table["item_id"].tolist()
             self._counts = dict(zip(table["item_id"], table["n"], strict=True))
             self.refreshed_us = now_us
+            self.items = items
 
     def note_items(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Apply items just stored (the store's own rows, as ``get_items`` returns them)."""

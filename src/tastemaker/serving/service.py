@@ -271,6 +271,11 @@ class Recommender:
         self.catalog.refresh(now)
         loaded = self.slot.current
         if loaded is not None:
+            items = self.catalog.items
+            new = items[loaded.engine.item_index(items["item_id"].astype(str).tolist()) < 0] if len(items) else items
+            if len(new):  # catalog items added since training: the sources that can (fresh, content) serve them
+                with loaded.lock:
+                    loaded.engine.add_items(new.reset_index(drop=True))
             since = now - int(self.settings.feedback_days * DAY_US)
             shown = self.store.exposures_frame(since_us=since, engagement_types=self.settings.engagement_types)
             log = shown[shown["variant"] == PERSONALIZED] if len(shown) else shown

@@ -1,0 +1,73 @@
+"""The request path in-process (no HTTP): a batch mixes variants, new catalog items reach the model, a model
+that fails on a request is replaced by popularity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tastemaker.clock import FixedClock
+from tastemaker.serving import HoldoutConfig, ListRequest, Recommender, ServerSettings, assign
+from tastemaker.store import open_store
+
+from ...integration.api.conftest import SERVED_AT, World, build_world
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    root = tmp_path_factory.mktemp("service")
+    return build_world(root, f"sqlite:///{root / 'store.db'}", only_first=True)
+
+
+@pytest.fixture
+def recommender(world: World):
+    clock = FixedClock(SERVED_AT)
+    with open_store(world.url, clock=clock) as store:
+        yield Recommender.from_settings(store, ServerSettings(db=world.url, models_dir=world.models), clock)
+
+
+def test_one_call_serves_a_batch_of_both_variants_and_unknown_users(recommender: Recommender, world: World) -> None:
+    users = [f"u{n}" for n in range(40)] + ["stranger-1", "stranger-2"]
+    served = recommender.recommend([ListRequest(u, k=8) for u in users])
+    variants = assign(users, HoldoutConfig())
+    assert [s.variant for s in served] == list(variants) and "control" in variants
+    for s in served:
+        assert len(s.items) == 8 and len({i.item_id for i in s.items}) == 8
+        assert s.model_version == ("popularity" if s.variant == "control" else world.version)
+        assert s.fallback is None
+    one = recommender.recommend([ListRequest("u3", k=8, request_id="fixed")])[0]
+    assert one.request_id == "fixed"
+    assert [i.item_id for i in recommender.recommend([ListRequest("u3", k=8, request_id="fixed")])[0].items] == [
+        i.item_id for i in one.items
+    ]  # the same request id: the same list (exploration included)
+
+
+def test_items_added_after_training_reach_the_model_at_the_next_refresh(recommender: Recommender) -> None:
+    engine = recommender.slot.current.engine
+    recommender.store.upsert_items([{"item_id": "late-1", "title": "Late", "categories": ["Action"],
+                                     "created_at": "2026-02-03T18:00:00Z"}])  # fmt: skip
+    assert engine.item_index(["late-1"])[0] < 0
+    recommender.refresh()
+    index = engine.item_index(["late-1"])[0]
+    assert index >= 0
+    fresh, _ = engine.generator.sources["fresh"].candidates(np.array([0]), 50)
+    assert index in fresh[0]
+
+
+def test_a_model_failing_on_a_request_serves_popularity(recommender: Recommender, monkeypatch) -> None:
+    loaded = recommender.slot.current
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(loaded.engine, "recommend", broken)
+    user = next(u for u in (f"u{n}" for n in range(50)) if assign([u], HoldoutConfig())[0] == "personalized")
+    served = recommender.recommend([ListRequest(user, k=5)])[0]
+    assert served.model_version == "popularity" and "RuntimeError" in served.fallback and len(served.items) == 5
+
+
+def test_the_cli_recommender_writes_no_exposure(recommender: Recommender, world: World, tmp_path: Path) -> None:
+    recommender.recommend([ListRequest("u1", k=5)])
+    assert recommender.store.counts()["exposures"] == 0
