@@ -1,6 +1,8 @@
 """What the server knows of the catalog between trainings, read from the store: every item's categories
-and availability, and popularity (events per item over recent days). It ranks the control arm and the
-fallback, and tells the personalized arm which items became unavailable since its model was trained.
+and availability, and popularity (events per item over recent days; when those cover fewer items than
+the longest list, items engaged with only earlier follow them, by their all-time counts). It ranks the
+control arm and the fallback, and tells the personalized arm which items became unavailable since its model
+was trained.
 
 Refreshed as a whole by :meth:`CatalogView.refresh` (the server calls it on a timer); an item write through
 this server is applied at once by :meth:`note_items`.
@@ -21,6 +23,7 @@ from tastemaker.store.base import Store
 __all__ = ["CatalogView", "Popular"]
 
 DAY_US = 86_400 * 1_000_000
+_ENOUGH = 500  # a window with fewer items than the longest list is filled from all of history
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,13 @@ class CatalogView:
         items = self._store.items_frame()
         events = self._store.events_frame(since_us=now_us - int(self._days * DAY_US), until_us=now_us + 1,
                                           columns=("item_id",))  # fmt: skip
-        counts = events["item_id"].value_counts(sort=False) if len(events) else pd.Series(dtype=np.int64)
+        table = _counted(events)
+        if len(table) < _ENOUGH:  # a quiet window (or an old store): older events rank the rest, after these
+            older = _counted(self._store.events_frame(until_us=now_us + 1, columns=("item_id",)))
+            older = older[~older["item_id"].isin(table["item_id"])]
+            table = pd.concat([table, older.assign(n=older["n"] * 1e-9)], ignore_index=True)
         categories = {str(i): tuple(c or ()) for i, c in zip(items["item_id"], items["categories"], strict=True)}
         unavailable = set(items.loc[~items["available"].astype(bool), "item_id"].astype(str))
-        # most events first; ties by id so every process ranks alike
-        table = pd.DataFrame({"item_id": counts.index.astype(str), "n": counts.to_numpy(np.float64)})
-        table = table.sort_values(["n", "item_id"], ascending=[False, True], kind="stable")
         with self._lock:
             self._categories, self._unavailable = categories, unavailable
             self._ranked = table["item_id"].tolist()
@@ -92,3 +96,10 @@ class CatalogView:
             if len(picked) == k:
                 break
         return Popular(picked, [counts[i] / total for i in picked])
+
+
+def _counted(events: pd.DataFrame) -> pd.DataFrame:
+    """Events per item, most first; ties by id so every process ranks alike."""
+    counts = events["item_id"].astype(str).value_counts(sort=False) if len(events) else pd.Series(dtype=np.int64)
+    table = pd.DataFrame({"item_id": counts.index.astype(str), "n": counts.to_numpy(np.float64)})
+    return table.sort_values(["n", "item_id"], ascending=[False, True], kind="stable").reset_index(drop=True)

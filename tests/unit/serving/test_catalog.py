@@ -1,0 +1,33 @@
+"""The catalog view ranks popularity from the store, skips unavailable items and applies item writes at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tastemaker.clock import FixedClock, to_us
+from tastemaker.serving.catalog import CatalogView
+from tastemaker.store import open_store
+
+NOW = "2026-11-26T12:00:00Z"
+
+
+def test_popularity_counts_the_window_first_then_older_events(tmp_path: Path) -> None:
+    with open_store(f"sqlite:///{tmp_path / 's.db'}", clock=FixedClock(NOW)) as store:
+        store.upsert_items([{"item_id": i, "categories": [c]} for i, c in
+                            [("a", "Jazz"), ("b", "Jazz"), ("c", "Rock"), ("d", "Rock"), ("e", "Rock")]])  # fmt: skip
+        recent, old = "2026-11-25T12:00:00Z", "2026-01-01T12:00:00Z"
+        events = [("b", recent)] * 3 + [("c", recent)] * 2 + [("a", old)] * 9 + [("d", old)]
+        store.ingest_events([{"user_id": f"u{n}", "item_id": i, "type": "click", "timestamp": t}
+                             for n, (i, t) in enumerate(events)])  # fmt: skip
+        view = CatalogView(store, days=30)
+        view.refresh(to_us(NOW))
+        got = view.popular(10)
+        assert got.item_ids == ["b", "c", "a", "d"]  # the window's, then older ones; "e" was never engaged with
+        assert got.scores[0] > got.scores[1] > got.scores[2] > got.scores[3] > 0
+        assert view.popular(10, category="Jazz").item_ids == ["b", "a"]
+        assert view.popular(10, exclude={"b"}).item_ids == ["c", "a", "d"]
+        store.upsert_items([{"item_id": "c", "available": False}])
+        view.note_items(store.get_items(["c"]))
+        assert "c" not in view.popular(10).item_ids and view.unavailable == {"c"}
+        view.refresh(to_us(NOW))
+        assert view.popular(2).item_ids == ["b", "a"] and view.categories("a") == ("Jazz",)
