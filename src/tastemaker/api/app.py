@@ -88,7 +88,7 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
     app.state.keys = Keys(settings.api_keys)
     app.state.metrics = metrics
     errors.install(app)
-    for module in (events, items, users, recommendations, models, health):
+    for module in (events, items, recommendations, users, models, health):  # a user's list before the user
         app.include_router(module.router)
     app.add_middleware(_Timing, metrics=metrics)
     app.add_middleware(_BodyLimit, limit=settings.limits.max_body_bytes)

@@ -252,11 +252,12 @@ def test_answers_that_are_not_the_apis_own_are_mapped_by_status() -> None:
         client.rollback()
 
 
-SLASH_BUG = "API bug: the server decodes %2F before routing, so an id holding '/' matches no route"
-
-
-@pytest.mark.xfail(strict=True, raises=NotFoundError, reason=SLASH_BUG)
 def test_an_item_id_with_a_slash_can_be_read(server: str) -> None:
     with Client(server, ADMIN) as client:
         assert client.upsert_items([{"item_id": "a/b", "title": "Slash"}]).accepted == 1
         assert client.get_item("a/b")["title"] == "Slash"
+        assert client.update_item("a/b", title="Slashed")["title"] == "Slashed"
+        assert client.delete_item("a/b")["available"] is False
+        assert client.upsert_users([{"user_id": "c/d"}]).accepted == 1
+        assert client.get_user("c/d")["user_id"] == "c/d"
+        assert len(client.recommendations("c/d", k=5).items) == 5

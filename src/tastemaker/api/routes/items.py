@@ -12,6 +12,8 @@ from tastemaker.api.routes._deps import ServerDep, check_batch, record_errors
 from tastemaker.api.schemas import ErrorBody, ItemBatch, ItemPatch, ListResponse, UpsertResponse
 from tastemaker.clock import from_us
 
+# ``:path``: an id may hold "/" (sent as %2F, which the server decodes before routing); the similar route
+# comes first, so ".../X/similar" is X's similar list
 router = APIRouter(prefix="/v1", tags=["items"], responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}})
 ItemId = Annotated[str, Path(min_length=1, max_length=256)]
 
@@ -26,28 +28,7 @@ def post_items(batch: ItemBatch, server: ServerDep) -> UpsertResponse:
     return UpsertResponse(accepted=result.accepted, rejected=result.rejected, errors=record_errors(result.errors))
 
 
-@router.get("/items/{item_id}", dependencies=[Depends(require("recommend"))])
-def get_item(item_id: ItemId, server: ServerDep) -> dict[str, Any]:
-    return _public(_one(server, item_id))
-
-
-@router.patch("/items/{item_id}", dependencies=[Depends(require("ingest"))])
-def patch_item(item_id: ItemId, patch: ItemPatch, server: ServerDep) -> dict[str, Any]:
-    """Change some of an item's fields."""
-    _one(server, item_id)
-    server.store.upsert_items([{"item_id": item_id, **patch.model_dump(exclude_unset=True)}])
-    return _changed(server, item_id)
-
-
-@router.delete("/items/{item_id}", dependencies=[Depends(require("ingest"))])
-def delete_item(item_id: ItemId, server: ServerDep) -> dict[str, Any]:
-    """Mark an item unavailable: it is not recommended any more; its events and exposures are kept."""
-    _one(server, item_id)
-    server.store.upsert_items([{"item_id": item_id, "available": False}])
-    return _changed(server, item_id)
-
-
-@router.get("/items/{item_id}/similar", response_model=ListResponse, dependencies=[Depends(require("recommend"))])
+@router.get("/items/{item_id:path}/similar", response_model=ListResponse, dependencies=[Depends(require("recommend"))])
 def similar(item_id: ItemId, server: ServerDep, k: Annotated[int, Query(ge=1)] = 10) -> ListResponse:
     """Items like this one, by the served model (popular items of its category when no model knows it)."""
     _check_k(k, server)
@@ -57,6 +38,27 @@ def similar(item_id: ItemId, server: ServerDep, k: Annotated[int, Query(ge=1)] =
     loaded = server.recommender.slot.current
     version = loaded.version if loaded is not None and found and found[0].source == "similar" else "popularity"
     return ListResponse(model_version=version, items=[vars(i) for i in found])
+
+
+@router.get("/items/{item_id:path}", dependencies=[Depends(require("recommend"))])
+def get_item(item_id: ItemId, server: ServerDep) -> dict[str, Any]:
+    return _public(_one(server, item_id))
+
+
+@router.patch("/items/{item_id:path}", dependencies=[Depends(require("ingest"))])
+def patch_item(item_id: ItemId, patch: ItemPatch, server: ServerDep) -> dict[str, Any]:
+    """Change some of an item's fields."""
+    _one(server, item_id)
+    server.store.upsert_items([{"item_id": item_id, **patch.model_dump(exclude_unset=True)}])
+    return _changed(server, item_id)
+
+
+@router.delete("/items/{item_id:path}", dependencies=[Depends(require("ingest"))])
+def delete_item(item_id: ItemId, server: ServerDep) -> dict[str, Any]:
+    """Mark an item unavailable: it is not recommended any more; its events and exposures are kept."""
+    _one(server, item_id)
+    server.store.upsert_items([{"item_id": item_id, "available": False}])
+    return _changed(server, item_id)
 
 
 def _check_k(k: int, server: Any) -> None:

@@ -19,7 +19,7 @@ _CONTEXT = "context."
 _EXCLUDE = "item ids never to show, repeated or comma-separated"
 
 
-@router.get("/users/{user_id}/recommendations", response_model=RecommendationsResponse)
+@router.get("/users/{user_id:path}/recommendations", response_model=RecommendationsResponse)
 def recommendations(
     request: Request,
     user_id: Annotated[str, Path(min_length=1, max_length=256)],

@@ -23,7 +23,7 @@ def post_users(batch: UserBatch, server: ServerDep) -> UpsertResponse:
     return UpsertResponse(accepted=result.accepted, rejected=result.rejected, errors=record_errors(result.errors))
 
 
-@router.get("/users/{user_id}", dependencies=[Depends(require("recommend"))])
+@router.get("/users/{user_id:path}", dependencies=[Depends(require("recommend"))])
 def get_user(user_id: Annotated[str, Path(min_length=1, max_length=256)], server: ServerDep) -> dict[str, Any]:
     found = server.store.get_users([user_id])
     if not found:
