@@ -162,6 +162,10 @@ def test_events_frame_reads_a_time_range_in_time_order(store) -> None:
         store.events_frame(columns=["event_id", "colour"])
 
 
+def test_a_ping_answers(store) -> None:
+    assert store.ping() is None
+
+
 def test_events_frame_reads_the_asked_users_only(store) -> None:
     store.ingest_events([event(i) for i in range(10)])
     wanted = sorted({event(i)["user_id"] for i in (1, 4)})

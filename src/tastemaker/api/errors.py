@@ -10,7 +10,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tastemaker.errors import ArtifactError, ConfigError, InvalidBatchError, StoreError, TastemakerError
+from tastemaker.errors import (
+    ArtifactError,
+    ConfigError,
+    DataFormatError,
+    InvalidBatchError,
+    StoreError,
+    TastemakerError,
+)
 
 __all__ = ["ApiError", "install"]
 
@@ -68,8 +75,16 @@ def install(app: FastAPI) -> None:
             return body(422, str(exc))
         if isinstance(exc, ArtifactError):
             return body(409, str(exc))
+        if isinstance(exc, DataFormatError):  # a file of the server's own (the registry) is unreadable
+            _log.error("%s", exc)
+            return body(500, str(exc))
         if isinstance(exc, StoreError):
             _log.error("store error: %s", exc)
             return body(503, "the store is unavailable; try again", headers={"Retry-After": "1"})
         _log.exception("unexpected library error")
+        return body(500, "internal error")
+
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:  # a defect: logged, answered in the usual shape
+        _log.exception("unhandled error")
         return body(500, "internal error")

@@ -342,8 +342,10 @@ def recommend(
     db: DbOption = DEFAULT_URL,
     models_dir: ModelsDirOption = Path("models"),
     now: Annotated[str | None, typer.Option(help="Recommend as of this instant (ISO 8601).")] = None,
+    config: Annotated[Path | None, typer.Option(help="The server's TOML file (its holdout, limits).")] = None,
 ) -> None:
-    """A user's list, computed in-process exactly as the server would (not written to the exposure log)."""
+    """A user's list, computed in-process as the server with the same settings would (not written to the
+    exposure log)."""
     from rich.table import Table
 
     from tastemaker.clock import FixedClock, SystemClock
@@ -357,7 +359,7 @@ def recommend(
             if not sep or not key:
                 raise typer.BadParameter(f"--context {entry!r}: expected KEY=VALUE")
             pairs[key] = value if key == "device" else _maybe_number(value)
-        settings = ServerSettings(db=db, models_dir=models_dir)
+        settings = ServerSettings.load(config, db=db, models_dir=models_dir)
         clock = FixedClock(now) if now else SystemClock()
         with open_store(db, clock=clock) as store:
             served = Recommender.from_settings(store, settings, clock).recommend(

@@ -269,9 +269,12 @@ def _manifest(path: Path) -> dict[str, Any]:
     if not file.is_file():
         raise ArtifactError(f"{path} is not a model artifact: no manifest.json")
     try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{file} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{file} is not a JSON object")
+    return manifest
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -41,11 +41,15 @@ class CatalogView:
         self._unavailable: set[str] = set()
         self._ranked: list[str] = []  # popular first
         self._counts: dict[str, float] = {}
+        self._notes: list[tuple[int, dict[str, Any]]] = []  # item writes applied since the running refresh began
+        self._note_seq = 0
         self.refreshed_us: int | None = None
         #: the items table as last read (what a served model may not know yet)
         self.items = pd.DataFrame({"item_id": []})
 
     def refresh(self, now_us: int) -> None:
+        with self._lock:
+            started = self._note_seq
         items = self._store.items_frame()
         events = self._store.events_frame(since_us=now_us - int(self._days * DAY_US), until_us=now_us + 1,
                                           columns=("item_id",))  # fmt: skip
@@ -62,17 +66,27 @@ class CatalogView:
             self._counts = dict(zip(table["item_id"], table["n"], strict=True))
             self.refreshed_us = now_us
             self.items = items
+            late = [row for seq, row in self._notes if seq > started]  # written while the items were read
+            self._notes = []
+            for row in late:
+                self._apply(row)
 
     def note_items(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Apply items just stored (the store's own rows, as ``get_items`` returns them)."""
         with self._lock:
             for row in rows:
-                item = str(row["item_id"])
-                self._categories[item] = tuple(row.get("categories") or ())
-                if row.get("available", True):
-                    self._unavailable.discard(item)
-                else:
-                    self._unavailable.add(item)
+                self._note_seq += 1
+                self._notes.append((self._note_seq, dict(row)))
+                self._apply(row)
+
+    def _apply(self, row: Mapping[str, Any]) -> None:
+        item = str(row["item_id"])
+        self._categories[item] = tuple(row.get("categories") or ())
+        # copy on write: readers iterate the set they were handed without the lock
+        if row.get("available", True):
+            self._unavailable = self._unavailable - {item}
+        else:
+            self._unavailable = self._unavailable | {item}
 
     @property
     def unavailable(self) -> set[str]:

@@ -41,11 +41,11 @@ class ExposureWriter:
         self._thread.start()
 
     def submit(self, exposure: Exposure) -> None:
-        with self._done:
+        with self._done:  # under the lock: nothing can be queued behind close()'s stop marker
             if self._closed:
                 raise TastemakerError("the exposure writer is closed")
             self._pending += 1
-        self._queue.put(exposure)
+            self._queue.put(exposure)
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until everything submitted so far is written; False if ``timeout`` passed first."""
@@ -83,23 +83,35 @@ class ExposureWriter:
             self._write(batch)
 
     def _write(self, batch: list[Exposure]) -> None:
-        total, pause = len(batch), 0.05
-        while True:
+        total, pause, surprises = len(batch), 0.05, 0
+        while batch:
             try:
-                self._store.record_exposures(batch)
-                self._on_written(len(batch))
-                break
+                self._store.record_exposures(batch)  # idempotent by request id: a retry cannot double a row
             except InvalidBatchError as exc:  # a malformed exposure cannot succeed on retry: write the others
                 bad = {e.index for e in exc.errors}
                 _log.error("dropping %d malformed exposures: %s", len(bad), exc)
                 self._on_failed(len(bad))
                 batch = [e for i, e in enumerate(batch) if i not in bad]
-                if not batch:
-                    break
+                continue
             except TastemakerError as exc:  # the store is away: keep the batch, try again
                 _log.warning("exposure write failed, retrying in %.2f s: %s", pause, exc)
-                threading.Event().wait(pause)
-                pause = min(pause * 2, 5.0)
+            except Exception:  # a defect, not an outage: a few tries, then the batch is given up, loudly
+                surprises += 1
+                _log.exception("exposure write failed unexpectedly (attempt %d of 3)", surprises)
+                if surprises == 3:
+                    self._on_failed(len(batch))
+                    break
+            else:
+                self._notify(len(batch))
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
         with self._done:
             self._pending -= total
             self._done.notify_all()
+
+    def _notify(self, written: int) -> None:
+        try:
+            self._on_written(written)
+        except Exception:  # a metric must not stop the writer
+            _log.exception("exposure callback failed")

@@ -48,20 +48,20 @@ class Loaded:
     def trained_until_us(self) -> int:
         return int(self.engine.snapshot.end_us)
 
-    def set_feedback(self, exposures: pd.DataFrame) -> None:
-        """Replace the exposure log the re-rankers read with ``exposures`` (the store's exposure rows with
-        ``engaged_us``); rows of users or items this model does not know are left out."""
+    def feedback_from(self, exposures: pd.DataFrame) -> FeedbackLog:
+        """The exposure log the re-rankers read, from the store's rows (user_id, item_id, timestamp_us,
+        engaged_us); rows of users or items this model does not know are left out. Built beside the
+        requests: the caller swaps it in (``loaded.feedback = ...``), one reference."""
         engine = self.engine
-        user = engine.user_ids.get_indexer(exposures["user_id"].astype(str)) if len(exposures) else np.zeros(0, int)
-        item = engine.item_ids.get_indexer(exposures["item_id"].astype(str)) if len(exposures) else np.zeros(0, int)
+        n = len(exposures)
+        user = engine.user_ids.get_indexer(exposures["user_id"].astype(str)) if n else np.zeros(0, np.int64)
+        item = engine.item_ids.get_indexer(exposures["item_id"].astype(str)) if n else np.zeros(0, np.int64)
         keep = (user >= 0) & (item >= 0) & (item < len(engine.catalog))
-        engaged_us = exposures["engaged_us"].to_numpy(np.float64) if len(exposures) else np.zeros(0)
-        rows = pd.DataFrame({
-            "user": user[keep], "item": item[keep],
-            "shown_us": exposures["timestamp_us"].to_numpy(np.int64)[keep] if len(exposures) else np.zeros(0, np.int64),
-            "engaged": ~np.isnan(engaged_us[keep]), "engaged_us": engaged_us[keep],
-        })  # fmt: skip
-        self.feedback = FeedbackLog(rows, engine.catalog)
+        engaged_us = exposures["engaged_us"].to_numpy(np.float64) if n else np.zeros(0)
+        shown_us = exposures["timestamp_us"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
+        rows = pd.DataFrame({"user": user[keep], "item": item[keep], "shown_us": shown_us[keep],
+                             "engaged": ~np.isnan(engaged_us[keep]), "engaged_us": engaged_us[keep]})  # fmt: skip
+        return FeedbackLog(rows, engine.catalog)
 
 
 class ModelSlot:

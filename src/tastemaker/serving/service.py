@@ -13,6 +13,7 @@ served) or the engine. Every response is queued to the exposure log.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +29,9 @@ from tastemaker.models.registry import Registry
 from tastemaker.ranking.features import Context
 from tastemaker.reranking import Request, Seen
 from tastemaker.reranking.filters import Filter
-from tastemaker.serving.catalog import DAY_US, CatalogView
+from tastemaker.serving.catalog import CatalogView
 from tastemaker.serving.exposures import ExposureWriter
+from tastemaker.serving.feedback import ExposureLog
 from tastemaker.serving.holdout import CONTROL, PERSONALIZED, assign
 from tastemaker.serving.models import Loaded, ModelSlot
 from tastemaker.serving.settings import ServerSettings
@@ -40,6 +42,7 @@ __all__ = ["ListItem", "ListRequest", "Recommender", "ServedList"]
 _log = logging.getLogger(__name__)
 _EVENTS = ("event_id", "user_id", "item_id", "type", "value", "timestamp_us")
 POPULARITY = "popularity"
+_ANONYMOUS = "\x00anonymous"  # not a storable id (the store refuses NUL), so never a real user
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,9 @@ class Recommender:
         self.store, self.slot, self.catalog, self.settings = store, slot, catalog, settings
         self.writer, self.clock = writer, clock
         self._on_fallback = on_fallback or (lambda reason: None)
+        self._refreshing = threading.Lock()
+        self._exposures = ExposureLog(store, days=settings.feedback_days, engagement_types=settings.engagement_types,
+                                      max_rows=settings.feedback_max_rows)  # fmt: skip
 
     @classmethod
     def from_settings(
@@ -169,7 +175,7 @@ class Recommender:
         histories = [by_user.get(r.user_id, empty) for r in requests]
         with loaded.lock:
             self._fold_in(loaded, requests, histories)
-            users = engine.user_index([r.user_id for r in requests])
+            users = self._rows(engine, [r.user_id for r in requests])
             keys = engine.config.features.context_keys
             contexts = [Context.of_event(now, dict(r.context), keys) for r in requests]
             unavailable = _known(engine.item_ids, list(self.catalog.unavailable))
@@ -199,27 +205,45 @@ class Recommender:
 
     def _fold_in(self, loaded: Loaded, requests: Sequence[ListRequest], histories: Sequence[pd.DataFrame]) -> None:
         """Fold each user's events since the model's training end into its vectors, when they changed since
-        the last fold (a user the model does not know is added, with whatever they did)."""
+        the last fold. A user the model does not know is added once they have events or stored attributes;
+        until then they are served as the anonymous newcomer (see :meth:`_rows`), so made-up ids do not grow
+        the model."""
         engine = loaded.engine
         end = loaded.trained_until_us
         known = engine.user_index([r.user_id for r in requests]) >= 0
-        changed, frames = [], []
+        marks: dict[str, tuple[int, str]] = {}
+        frames = []
         for request, events, is_known in zip(requests, histories, known, strict=True):
             recent = events[events["timestamp_us"] >= end]
             mark = (len(recent), str(recent["event_id"].iloc[-1]) if len(recent) else "")
-            if (is_known and mark == (0, "")) or loaded.folded.get(request.user_id) == mark:
+            if mark == (0, "") and is_known or loaded.folded.get(request.user_id) == mark:
                 continue
-            loaded.folded[request.user_id] = mark
-            changed.append(request.user_id)
+            marks[request.user_id] = mark
             frames.append(recent)
-        if not changed:
+        if not marks:
             return
-        users = pd.DataFrame({"user_id": changed})
-        stored = {u["user_id"]: u.get("attributes") or {} for u in self.store.get_users(changed)}
-        users["attributes"] = [stored.get(u, {}) for u in changed]
-        history = History.from_events(pd.concat(frames, ignore_index=True), engine.item_ids,
-                                      config=engine.snapshot.config, users=users)  # fmt: skip
-        engine.fold_in(history)
+        stored = {u["user_id"]: u.get("attributes") or {} for u in self.store.get_users(list(marks))}
+        changed = [u for u, mark in marks.items() if mark != (0, "") or stored.get(u)]
+        if changed:
+            users = pd.DataFrame({"user_id": changed, "attributes": [stored.get(u, {}) for u in changed]})
+            history = History.from_events(pd.concat(frames, ignore_index=True), engine.item_ids,
+                                          config=engine.snapshot.config, users=users)  # fmt: skip
+            engine.fold_in(history)
+        loaded.folded.update({u: marks[u] for u in changed})  # only once folded: a failure is retried next time
+
+    def _rows(self, engine: Any, user_ids: Sequence[str]) -> np.ndarray:
+        """Each user's row in the engine; users it does not know (no events, no attributes) share one row
+        without history, added once per model."""
+        rows = engine.user_index(list(user_ids))
+        if (rows < 0).any():
+            anonymous = engine.user_index([_ANONYMOUS])[0]
+            if anonymous < 0:
+                empty = pd.DataFrame({c: [] for c in _EVENTS})
+                engine.fold_in(History.from_events(empty, engine.item_ids, config=engine.snapshot.config,
+                                                   users=pd.DataFrame({"user_id": [_ANONYMOUS]})))  # fmt: skip
+                anonymous = engine.user_index([_ANONYMOUS])[0]
+            rows = np.where(rows < 0, anonymous, rows)
+        return rows
 
     def _exclude(self, engine: Any, seen: Sequence[Seen]) -> sp.csr_matrix | None:
         """What the candidate sources skip: the user's consumed items, when the chain's filter drops all of
@@ -242,45 +266,52 @@ class Recommender:
         return [ListItem(i, s, p + 1, "popular", _popular_reason(self.catalog.categories(i), category), 1.0)
                 for p, (i, s) in enumerate(zip(ids, scores, strict=True))]  # fmt: skip
 
-    def similar(self, item_id: str, k: int) -> list[ListItem] | None:
-        """Items like ``item_id`` by the served model (popular items of its categories without one); None
-        for an item neither knows."""
+    def similar(self, item_id: str, k: int) -> tuple[str, list[ListItem]] | None:
+        """Items like ``item_id`` and the model that chose them: the served model's neighbours, or popular
+        items of the item's first category (``popularity``) when no model knows it well enough; None for an
+        item neither the model nor the store knows."""
         loaded = self.slot.current
         if loaded is not None:
             engine = loaded.engine
             index = engine.item_index([item_id])
             if index[0] >= 0:
+                unavailable = self.catalog.unavailable
                 with loaded.lock:
-                    ids, scores = engine.similar(index, k + len(self.catalog.unavailable))
+                    ids, scores = engine.similar(index, k + len(unavailable))
                 items = [(str(engine.item_ids[i]), float(s)) for i, s in zip(ids[0], scores[0], strict=True)
-                         if i >= 0 and str(engine.item_ids[i]) not in self.catalog.unavailable][:k]  # fmt: skip
-                return [ListItem(i, s, p + 1, "similar", "similar items", 1.0) for p, (i, s) in enumerate(items)]
+                         if i >= 0 and str(engine.item_ids[i]) not in unavailable][:k]  # fmt: skip
+                if items:  # (an item added since training has no neighbours yet)
+                    listed = [ListItem(i, s, p + 1, "similar", "similar items", 1.0) for p, (i, s) in enumerate(items)]
+                    return loaded.version, listed
         stored = self.store.get_items([item_id])
         if not stored:
             return None
         cats = list(stored[0].get("categories") or [])
         found = self.catalog.popular(k, category=cats[0] if cats else None, exclude={item_id})
-        return self._popular_items(found.item_ids, found.scores, None)
+        return POPULARITY, self._popular_items(found.item_ids, found.scores, None)
 
     # -- upkeep ----------------------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Re-read the registry (hot-swap), the catalog view and the served model's exposure log."""
+        """Re-read the registry (hot-swap), the catalog view and what is new in the exposure log (one refresh at
+        a time: the refresher thread and a promotion through the API may ask together)."""
+        with self._refreshing:
+            self._refresh()
+
+    def _refresh(self) -> None:
         now = self.clock.now_us()
         self.slot.sync()
         self.catalog.refresh(now)
+        rows = self._exposures.update(now)
         loaded = self.slot.current
-        if loaded is not None:
-            items = self.catalog.items
-            new = items[loaded.engine.item_index(items["item_id"].astype(str).tolist()) < 0] if len(items) else items
-            if len(new):  # catalog items added since training: the sources that can (fresh, content) serve them
-                with loaded.lock:
-                    loaded.engine.add_items(new.reset_index(drop=True))
-            since = now - int(self.settings.feedback_days * DAY_US)
-            shown = self.store.exposures_frame(since_us=since, engagement_types=self.settings.engagement_types)
-            log = shown[shown["variant"] == PERSONALIZED] if len(shown) else shown
+        if loaded is None:
+            return
+        items = self.catalog.items
+        new = items[loaded.engine.item_index(items["item_id"].astype(str).tolist()) < 0] if len(items) else items
+        if len(new):  # catalog items added since training: the sources that can (fresh, content) serve them
             with loaded.lock:
-                loaded.set_feedback(log)
+                loaded.engine.add_items(new.reset_index(drop=True))
+        loaded.feedback = loaded.feedback_from(rows)  # built outside the lock, swapped in as one reference
 
 
 def _seen(item_ids: pd.Index, events: pd.DataFrame) -> Seen:

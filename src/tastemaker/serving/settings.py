@@ -68,6 +68,8 @@ class ServerSettings(ConfigModel):
     exposure_flush_seconds: float = Field(default=0.2, gt=0)
     #: exposure rows the re-rankers read (fatigue, fairness, exploration): the last this many days
     feedback_days: float = Field(default=28.0, gt=0)
+    #: at most this many exposure rows are kept for them (the newest): at high traffic the window is shorter
+    feedback_max_rows: int = Field(default=2_000_000, ge=1)
     #: events attributed to an exposure that count as engagement with the shown item
     engagement_types: tuple[str, ...] = ("click", "play", "complete", "like", "rating", "purchase")
     seed: int = 42

@@ -158,6 +158,10 @@ class Store(ABC):
         """Row counts of items, users, events and exposures."""
 
     @abstractmethod
+    def ping(self) -> None:
+        """Raise :class:`~tastemaker.errors.StoreError` unless the store answers (a cheap round trip)."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release connections. The store is unusable afterwards."""
 

@@ -26,6 +26,7 @@ from tastemaker.store.validation import (
 __all__ = ["SqlStore"]
 
 _CHUNK = 2_000  # rows per INSERT statement; keeps PostgreSQL under its bind-parameter limit
+_SKEW_US = 300_000_000  # how far before its exposure an attributed event's (client) clock may put it
 _EVENT_CHUNK = 1_000  # rows per event INSERT: 9,000 parameters, under SQLite's and PostgreSQL's limits
 _EVENT_COLUMNS = ("event_id", "user_id", "item_id", "type", "value", "timestamp_us", "context", "request_id",
                   "ingested_at_us")  # fmt: skip
@@ -244,6 +245,8 @@ class SqlStore(Store):
         ).where(events.c.request_id.is_not(None))
         if engagement_types is not None:
             first = first.where(events.c.type.in_(list(engagement_types)))
+        if since_us is not None:  # an attributed event comes after its exposure (give or take clock skew)
+            first = first.where(events.c.timestamp_us >= since_us - _SKEW_US)
         first = first.group_by(events.c.request_id, events.c.item_id).subquery()
         cols = [*exposures.c, *(c for c in exposure_items.c if c.name != "request_id"), first.c.engaged_us]
         stmt = (
@@ -268,6 +271,10 @@ class SqlStore(Store):
                 t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
                 for t in (items, users, events, exposures)
             }
+
+    def ping(self) -> None:
+        with self._transaction("answer a ping") as conn:
+            conn.execute(select(1)).scalar_one()
 
     def _frame(self, stmt: Any, columns: list[str]) -> pd.DataFrame:
         with self._transaction("read") as conn:

@@ -135,6 +135,14 @@ def test_the_holdout_share_is_within_one_point_over_20000_users_and_stable() -> 
             ServerSettings.from_dict({"holdout": {"control_share": share}})
 
 
+def test_the_assignment_is_pinned_across_processes_and_releases() -> None:
+    """SHA-256 of (salt, id): these users are in control under the default salt, on every machine, forever
+    (a change here reshuffles every running experiment)."""
+    variants = assign([f"user-{n}" for n in range(200)], HoldoutConfig())
+    assert [n for n, v in enumerate(variants) if v == "control"] == [16, 32, 35, 45, 58, 61, 62, 66, 67, 114, 152,
+                                                                     170, 172, 173]  # fmt: skip
+
+
 def test_control_users_get_popularity_through_the_same_endpoint(server: str) -> None:
     users = [f"u{n}" for n in range(120)]
     expected = assign(users, HoldoutConfig())
@@ -429,6 +437,21 @@ def test_limits_are_answered_with_413_or_422_and_a_clear_message(settings_for: C
         assert unknown.status_code == 422 and {e["field"] for e in unknown.json()["errors"]} >= {"evnts", "events"}
         assert c.get("/v1/popular", params={"k": 600}).status_code == 422
         assert c.get("/v1/items/i1/similar", params={"k": 600}).status_code == 422
+
+
+def test_ids_and_context_the_store_cannot_hold_are_refused_with_422(server: str, world: World) -> None:
+    with client(server) as c:
+        for path in ["/v1/users/a%00b/recommendations", "/v1/users/%20/recommendations", "/v1/items/a%00b",
+                     "/v1/items/a%01b/similar", "/v1/users/a%7Fb"]:  # fmt: skip
+            bad = c.get(path)
+            assert bad.status_code == 422 and bad.json()["errors"], path
+        for params in [{"context.device": "a\x00b"}, {"context.a\x00": "1"}, {"exclude": "a\x00"},
+                       {"category": "x\x1f"}]:  # fmt: skip
+            bad = c.get("/v1/users/u1/recommendations", params=params)
+            assert bad.status_code == 422, params
+        odd = c.get("/v1/users/u1/recommendations", params={"context.hour": "nan", "context.x": "1e400"}).json()
+    with open_store(world.url) as store:  # a number JSON cannot hold is kept as text: the exposure is written
+        wait_for(lambda: odd["request_id"] in set(store.exposures_frame()["request_id"]))
 
 
 def test_the_openapi_document_describes_the_routes(server: str) -> None:

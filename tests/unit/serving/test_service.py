@@ -3,12 +3,11 @@ that fails on a request is replaced by popularity."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from tastemaker.clock import FixedClock
+from tastemaker.errors import StoreError
 from tastemaker.serving import HoldoutConfig, ListRequest, Recommender, ServerSettings, assign
 from tastemaker.store import open_store
 
@@ -68,6 +67,46 @@ def test_a_model_failing_on_a_request_serves_popularity(recommender: Recommender
     assert served.model_version == "popularity" and "RuntimeError" in served.fallback and len(served.items) == 5
 
 
-def test_the_cli_recommender_writes_no_exposure(recommender: Recommender, world: World, tmp_path: Path) -> None:
-    recommender.recommend([ListRequest("u1", k=5)])
-    assert recommender.store.counts()["exposures"] == 0
+def test_a_known_users_new_events_are_folded_into_the_model_once(recommender: Recommender) -> None:
+    engine = recommender.slot.current.engine
+    user = next(u for u in (f"u{n}" for n in range(50)) if assign([u], HoldoutConfig())[0] == "personalized")
+    row = engine.user_index([user])[0]
+    item = next(i for i in engine.item_ids if engine.user_items(np.array([row]))[0, engine.item_index([i])[0]] == 0)
+    recommender.store.ingest_events([{"user_id": user, "item_id": item, "type": "complete",
+                                      "timestamp": "2026-02-03T12:00:00Z"}])  # fmt: skip
+    served = recommender.recommend([ListRequest(user, k=10)])[0]
+    assert engine.user_items(np.array([row]))[0, engine.item_index([item])[0]] > 0  # in the user's vector now
+    assert item not in [i.item_id for i in served.items]  # and consumed: filtered
+    before = engine.n_users
+    recommender.recommend([ListRequest(user, k=10)])
+    assert engine.n_users == before and recommender.slot.current.folded[user][0] == 1
+
+
+def test_made_up_user_ids_do_not_grow_the_model(recommender: Recommender) -> None:
+    engine = recommender.slot.current.engine
+    recommender.recommend([ListRequest("ghost-0", k=5)])
+    before = engine.n_users
+    served = recommender.recommend([ListRequest(f"ghost-{n}", k=5) for n in range(1, 60)])
+    assert engine.n_users == before  # one shared row for users with neither events nor attributes
+    assert all(len(s.items) == 5 for s in served)
+
+
+def test_a_failed_fold_in_is_retried_on_the_next_request(recommender: Recommender, monkeypatch) -> None:
+    engine = recommender.slot.current.engine
+    user = next(u for u in (f"fresh-{n}" for n in range(50)) if assign([u], HoldoutConfig())[0] == "personalized")
+    recommender.store.ingest_events([{"user_id": user, "item_id": "i7", "type": "complete",
+                                      "timestamp": "2026-02-03T12:00:00Z"}])  # fmt: skip
+    real = recommender.store.get_users
+    calls = []
+
+    def failing_once(ids):
+        calls.append(ids)
+        if len(calls) == 1:
+            raise StoreError("could not read users: connection refused")
+        return real(ids)
+
+    monkeypatch.setattr(recommender.store, "get_users", failing_once)
+    first = recommender.recommend([ListRequest(user, k=5)])[0]
+    assert first.model_version == "popularity" and first.fallback
+    second = recommender.recommend([ListRequest(user, k=5)])[0]
+    assert second.model_version != "popularity" and engine.user_index([user])[0] >= 0

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from tastemaker.api.errors import ApiError
 
 if TYPE_CHECKING:
     from tastemaker.api.app import Server
+
+
+#: an id in a path: what the store can hold (no control characters, not blank)
+ID_PATTERN = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
+PathId = Annotated[str, Path(min_length=1, max_length=256, pattern=ID_PATTERN)]
+
+
+def printable(text: str) -> bool:
+    """No control characters (the store refuses them in ids; JSON columns refuse NUL)."""
+    return not any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def _server(request: Request) -> Server:

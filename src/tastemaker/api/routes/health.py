@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tastemaker.api.auth import require
 from tastemaker.api.routes._deps import ServerDep
+from tastemaker.errors import StoreError
 
 router = APIRouter(tags=["health"])
 
@@ -24,8 +25,8 @@ def readyz(server: ServerDep) -> JSONResponse:
     why): the server is degraded, not down."""
     slot = server.recommender.slot
     try:
-        server.store.counts()
-    except Exception:  # noqa: BLE001 - any store failure means not ready
+        server.store.ping()
+    except StoreError:
         return JSONResponse({"ready": False, "reason": "the store does not answer"}, 503)
     current = slot.current
     return JSONResponse({"ready": True, "model_version": current.version if current else None,

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query
 
 from tastemaker.api.auth import require
 from tastemaker.api.errors import ApiError
-from tastemaker.api.routes._deps import ServerDep, check_batch, record_errors
+from tastemaker.api.routes._deps import PathId, ServerDep, check_batch, record_errors
 from tastemaker.api.schemas import ErrorBody, ItemBatch, ItemPatch, ListResponse, UpsertResponse
 from tastemaker.clock import from_us
 
 # ``:path``: an id may hold "/" (sent as %2F, which the server decodes before routing); the similar route
 # comes first, so ".../X/similar" is X's similar list
 router = APIRouter(prefix="/v1", tags=["items"], responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}})
-ItemId = Annotated[str, Path(min_length=1, max_length=256)]
+ItemId = PathId
 
 
 @router.post("/items", response_model=UpsertResponse, dependencies=[Depends(require("ingest"))])
@@ -35,8 +35,7 @@ def similar(item_id: ItemId, server: ServerDep, k: Annotated[int, Query(ge=1)] =
     found = server.recommender.similar(item_id, k)
     if found is None:
         raise ApiError(404, f"unknown item {item_id!r}")
-    loaded = server.recommender.slot.current
-    version = loaded.version if loaded is not None and found and found[0].source == "similar" else "popularity"
+    version, found = found
     return ListResponse(model_version=version, items=[vars(i) for i in found])
 
 

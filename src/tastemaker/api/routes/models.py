@@ -44,7 +44,7 @@ def rollback(server: ServerDep) -> ModelsResponse:
 def _swapped(server: ServerDep) -> ModelsResponse:
     slot = server.recommender.slot
     slot.forget_failure()
-    slot.sync()
+    server.recommender.refresh()  # the new model starts with the exposure log and the catalog's new items
     server.metrics.serving(slot.current.version if slot.current else None)
     return _state(server)
 

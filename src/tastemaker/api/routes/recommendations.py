@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from tastemaker.api.auth import require
 from tastemaker.api.errors import ApiError
-from tastemaker.api.routes._deps import ServerDep
+from tastemaker.api.routes._deps import PathId, ServerDep, printable
 from tastemaker.api.routes.items import _check_k
 from tastemaker.api.schemas import ErrorBody, ListResponse, RecommendationsResponse
 from tastemaker.serving.service import ListRequest
@@ -22,7 +23,7 @@ _EXCLUDE = "item ids never to show, repeated or comma-separated"
 @router.get("/users/{user_id:path}/recommendations", response_model=RecommendationsResponse)
 def recommendations(
     request: Request,
-    user_id: Annotated[str, Path(min_length=1, max_length=256)],
+    user_id: PathId,
     server: ServerDep,
     k: Annotated[int, Query(ge=1, description="list length (at most the server's limit, 500)")] = 30,
     category: Annotated[str | None, Query(max_length=128, description="only items of this category")] = None,
@@ -36,8 +37,10 @@ def recommendations(
     excluded = tuple(x for value in exclude or () for x in value.split(",") if x)
     if len(excluded) > limits.max_exclude:
         raise ApiError.invalid("exclude", f"{len(excluded)} ids; at most {limits.max_exclude}")
-    if any(len(x) > limits.max_id_length for x in excluded):
-        raise ApiError.invalid("exclude", f"ids of at most {limits.max_id_length} characters")
+    if any(len(x) > limits.max_id_length or not printable(x) for x in excluded):
+        raise ApiError.invalid("exclude", f"ids of at most {limits.max_id_length} characters, no control characters")
+    if category is not None and not printable(category):
+        raise ApiError.invalid("category", "no control characters")
     context = _context(request, limits.max_context_keys)
     served = server.recommender.recommend([ListRequest(user_id, k, category, excluded, context)])[0]
     items = [vars(i) for i in served.items]
@@ -63,8 +66,9 @@ def _context(request: Request, max_keys: int) -> dict[str, Any]:
         if not key.startswith(_CONTEXT):
             continue
         name = key[len(_CONTEXT) :]
-        if not name or len(name) > 64 or len(value) > 256:
-            raise ApiError.invalid(key[:80], "context names of 1–64 characters, values of at most 256")
+        if not name or len(name) > 64 or len(value) > 256 or not printable(name + value):
+            raise ApiError.invalid(key[:80].encode("unicode_escape").decode(),
+                                   "context names of 1–64 characters, values of at most 256, no control characters")
         found[name] = value if name == "device" else _number(value)
     if len(found) > max_keys:
         raise ApiError.invalid("context", f"{len(found)} keys; at most {max_keys}")
@@ -72,7 +76,9 @@ def _context(request: Request, max_keys: int) -> dict[str, Any]:
 
 
 def _number(value: str) -> float | str:
+    """A number when the value is a finite one (``nan``, ``inf``, ``1e400`` stay text: JSON cannot hold them)."""
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         return value
+    return number if math.isfinite(number) else value

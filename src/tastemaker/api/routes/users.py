@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends
 
 from tastemaker.api.auth import require
 from tastemaker.api.errors import ApiError
-from tastemaker.api.routes._deps import ServerDep, check_batch, record_errors
+from tastemaker.api.routes._deps import PathId, ServerDep, check_batch, record_errors
 from tastemaker.api.routes.items import _public
 from tastemaker.api.schemas import ErrorBody, UpsertResponse, UserBatch
 
@@ -24,7 +24,7 @@ def post_users(batch: UserBatch, server: ServerDep) -> UpsertResponse:
 
 
 @router.get("/users/{user_id:path}", dependencies=[Depends(require("recommend"))])
-def get_user(user_id: Annotated[str, Path(min_length=1, max_length=256)], server: ServerDep) -> dict[str, Any]:
+def get_user(user_id: PathId, server: ServerDep) -> dict[str, Any]:
     found = server.store.get_users([user_id])
     if not found:
         raise ApiError(404, f"unknown user {user_id!r}")
