@@ -162,6 +162,23 @@ def test_events_frame_reads_a_time_range_in_time_order(store) -> None:
         store.events_frame(columns=["event_id", "colour"])
 
 
+def test_item_counts_are_counted_by_the_database_in_a_time_range(store) -> None:
+    store.ingest_events([event(i) for i in range(30)])
+    counts = store.item_counts().set_index("item_id")["events"]
+    assert counts.sum() == 30 and counts["i0"] == 3
+    since, until = to_us("2026-11-21T00:00:00Z"), to_us("2026-11-23T00:00:00Z")
+    window = store.item_counts(since_us=since, until_us=until)
+    assert window["events"].sum() == len(store.events_frame(since_us=since, until_us=until))
+
+
+def test_items_frame_reads_the_items_updated_since(store, clock: FixedClock) -> None:
+    store.upsert_items([{"item_id": "a"}, {"item_id": "b"}])
+    clock.advance(60)
+    store.upsert_items([{"item_id": "b", "title": "B"}, {"item_id": "c"}])
+    assert sorted(store.items_frame(updated_since_us=clock.now_us())["item_id"]) == ["b", "c"]
+    assert len(store.items_frame()) == 3
+
+
 def test_a_ping_answers(store) -> None:
     assert store.ping() is None
 

@@ -4,8 +4,9 @@ the longest list, items engaged with only earlier follow them, by their all-time
 control arm and the fallback, and tells the personalized arm which items became unavailable since its model
 was trained.
 
-Refreshed as a whole by :meth:`CatalogView.refresh` (the server calls it on a timer); an item write through
-this server is applied at once by :meth:`note_items`.
+:meth:`CatalogView.refresh` (the server calls it on a timer) reads the items changed since the last refresh
+and, less often, recounts popularity in the database; an item write through this server is applied at once
+by :meth:`note_items`.
 """
 
 from __future__ import annotations
@@ -43,33 +44,36 @@ class CatalogView:
         self._counts: dict[str, float] = {}
         self._notes: list[tuple[int, dict[str, Any]]] = []  # item writes applied since the running refresh began
         self._note_seq = 0
+        self._items_until: int | None = None  # items updated from here on are read at the next refresh
         self.refreshed_us: int | None = None
-        #: the items table as last read (what a served model may not know yet)
-        self.items = pd.DataFrame({"item_id": []})
 
-    def refresh(self, now_us: int) -> None:
+    def refresh(self, now_us: int, *, popularity: bool = True) -> pd.DataFrame:
+        """Read the items changed since the last refresh (all of them the first time) and, if ``popularity``
+        (always the first time), recount popularity in the store; returns the item rows read."""
         with self._lock:
             started = self._note_seq
-        items = self._store.items_frame()
-        events = self._store.events_frame(since_us=now_us - int(self._days * DAY_US), until_us=now_us + 1,
-                                          columns=("item_id",))  # fmt: skip
-        table = _counted(events)
-        if len(table) < _ENOUGH:  # a quiet window (or an old store): older events rank the rest, after these
-            older = _counted(self._store.events_frame(until_us=now_us + 1, columns=("item_id",)))
-            older = older[~older["item_id"].isin(table["item_id"])]
-            table = pd.concat([table, older.assign(n=older["n"] * 1e-9)], ignore_index=True)
-        categories = {str(i): tuple(c or ()) for i, c in zip(items["item_id"], items["categories"], strict=True)}
-        unavailable = set(items.loc[~items["available"].astype(bool), "item_id"].astype(str))
+        items = self._store.items_frame(updated_since_us=self._items_until)
+        table = None
+        if popularity or self.refreshed_us is None:
+            table = _ranked(self._store.item_counts(since_us=now_us - int(self._days * DAY_US), until_us=now_us + 1))
+            if len(table) < _ENOUGH:  # a quiet window (or an old store): older events rank the rest, after these
+                older = _ranked(self._store.item_counts(until_us=now_us + 1))
+                older = older[~older["item_id"].isin(table["item_id"])]
+                table = pd.concat([table, older.assign(n=older["n"] * 1e-9)], ignore_index=True)
         with self._lock:
-            self._categories, self._unavailable = categories, unavailable
-            self._ranked = table["item_id"].tolist()
-            self._counts = dict(zip(table["item_id"], table["n"], strict=True))
+            for row in items.to_dict("records"):
+                self._apply(row)
+            if len(items):  # ">=": rows written in the same microsecond as the newest read are read again
+                self._items_until = int(items["updated_at_us"].max())
+            if table is not None:
+                self._ranked = table["item_id"].tolist()
+                self._counts = dict(zip(table["item_id"], table["n"], strict=True))
             self.refreshed_us = now_us
-            self.items = items
             late = [row for seq, row in self._notes if seq > started]  # written while the items were read
             self._notes = []
             for row in late:
                 self._apply(row)
+        return items
 
     def note_items(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Apply items just stored (the store's own rows, as ``get_items`` returns them)."""
@@ -112,8 +116,7 @@ class CatalogView:
         return Popular(picked, [counts[i] / total for i in picked])
 
 
-def _counted(events: pd.DataFrame) -> pd.DataFrame:
-    """Events per item, most first; ties by id so every process ranks alike."""
-    counts = events["item_id"].astype(str).value_counts(sort=False) if len(events) else pd.Series(dtype=np.int64)
-    table = pd.DataFrame({"item_id": counts.index.astype(str), "n": counts.to_numpy(np.float64)})
+def _ranked(counts: pd.DataFrame) -> pd.DataFrame:
+    """Items by events, most first; ties by id so every process ranks alike."""
+    table = pd.DataFrame({"item_id": counts["item_id"].astype(str), "n": counts["events"].to_numpy(np.float64)})
     return table.sort_values(["n", "item_id"], ascending=[False, True], kind="stable").reset_index(drop=True)

@@ -95,6 +95,8 @@ class Recommender:
         self.writer, self.clock = writer, clock
         self._on_fallback = on_fallback or (lambda reason: None)
         self._refreshing = threading.Lock()
+        self._served: Loaded | None = None  # the model the last refresh saw
+        self._counted_us: int | None = None  # when popularity was last recounted
         self._exposures = ExposureLog(store, days=settings.feedback_days, engagement_types=settings.engagement_types,
                                       max_rows=settings.feedback_max_rows)  # fmt: skip
 
@@ -300,14 +302,20 @@ class Recommender:
 
     def _refresh(self) -> None:
         now = self.clock.now_us()
-        self.slot.sync()
-        self.catalog.refresh(now)
+        swapped = self.slot.sync() is not self._served
+        every = self.settings.popularity_refresh_seconds * 1e6
+        recount = self._counted_us is None or now - self._counted_us >= every
+        changed = self.catalog.refresh(now, popularity=recount)
+        if recount:
+            self._counted_us = now
         rows = self._exposures.update(now)
-        loaded = self.slot.current
+        loaded = self._served = self.slot.current
         if loaded is None:
             return
-        items = self.catalog.items
-        new = items[loaded.engine.item_index(items["item_id"].astype(str).tolist()) < 0] if len(items) else items
+        if swapped:  # a model just loaded has not seen the items added since its training
+            changed = self.store.items_frame(updated_since_us=loaded.trained_until_us)
+        known = loaded.engine.item_index(changed["item_id"].astype(str).tolist()) if len(changed) else []
+        new = changed[np.asarray(known) < 0] if len(changed) else changed
         if len(new):  # catalog items added since training: the sources that can (fresh, content) serve them
             with loaded.lock:
                 loaded.engine.add_items(new.reset_index(drop=True))

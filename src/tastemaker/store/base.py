@@ -134,8 +134,13 @@ class Store(ABC):
         time then id."""
 
     @abstractmethod
-    def items_frame(self) -> pd.DataFrame:
-        """Every item, one row each."""
+    def items_frame(self, *, updated_since_us: int | None = None) -> pd.DataFrame:
+        """Every item, one row each (only those with ``updated_at_us >= updated_since_us``, when given)."""
+
+    @abstractmethod
+    def item_counts(self, *, since_us: int | None = None, until_us: int | None = None) -> pd.DataFrame:
+        """Events per item (``item_id``, ``events``) with ``since_us <= timestamp_us < until_us``, counted by
+        the database."""
 
     @abstractmethod
     def users_frame(self) -> pd.DataFrame:

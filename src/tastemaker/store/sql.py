@@ -227,8 +227,19 @@ class SqlStore(Store):
         stmt = stmt.order_by(events.c.timestamp_us, events.c.event_id)
         return self._frame(stmt, list(columns))
 
-    def items_frame(self) -> pd.DataFrame:
-        return self._frame(select(items).order_by(items.c.item_id), list(items.c.keys()))
+    def items_frame(self, *, updated_since_us: int | None = None) -> pd.DataFrame:
+        stmt = select(items).order_by(items.c.item_id)
+        if updated_since_us is not None:
+            stmt = stmt.where(items.c.updated_at_us >= updated_since_us)
+        return self._frame(stmt, list(items.c.keys()))
+
+    def item_counts(self, *, since_us: int | None = None, until_us: int | None = None) -> pd.DataFrame:
+        stmt = select(events.c.item_id, func.count().label("events")).group_by(events.c.item_id)
+        if since_us is not None:
+            stmt = stmt.where(events.c.timestamp_us >= since_us)
+        if until_us is not None:
+            stmt = stmt.where(events.c.timestamp_us < until_us)
+        return self._frame(stmt, ["item_id", "events"])
 
     def users_frame(self) -> pd.DataFrame:
         return self._frame(select(users).order_by(users.c.user_id), list(users.c.keys()))
