@@ -493,10 +493,31 @@ def _resize(matrix: sp.spmatrix, rows: int, cols: int) -> sp.csr_matrix:
 
 
 def _replace_rows(matrix: sp.csr_matrix, rows: np.ndarray, values: sp.csr_matrix) -> sp.csr_matrix:
-    """``matrix`` with ``rows`` set to ``values`` (same order), other rows untouched."""
-    keep = np.ones(matrix.shape[0], dtype=np.float32)
-    keep[rows] = 0
-    scatter = sp.csr_matrix(
-        (np.ones(len(rows), np.float32), (rows, np.arange(len(rows)))), shape=(matrix.shape[0], len(rows))
+    """``matrix`` with ``rows`` (distinct) set to ``values`` (same order), other rows untouched: a new CSR
+    assembled from slices of the two (a fold-in's cost is then a copy of the arrays, not sparse algebra)."""
+    matrix, values = sp.csr_matrix(matrix), sp.csr_matrix(values)
+    rows = np.asarray(rows, np.int64)
+    if len(rows) > 1 and (np.diff(rows) < 0).any():
+        order = np.argsort(rows, kind="stable")
+        rows, values = rows[order], values[order]
+    new_lengths = np.diff(matrix.indptr).astype(np.int64)
+    new_lengths[rows] = np.diff(values.indptr)
+    indptr = np.zeros(matrix.shape[0] + 1, np.int64)
+    np.cumsum(new_lengths, out=indptr[1:])
+    # the old entries between replaced rows, each replaced row's new entries: slices, joined in one copy
+    starts, ends = matrix.indptr[rows], matrix.indptr[rows + 1]
+    cuts = np.r_[0, ends], np.r_[starts, matrix.indptr[-1]]
+    dtype = np.result_type(matrix.dtype, values.dtype)
+    index_parts, data_parts = [], []
+    for n, (lo, hi) in enumerate(zip(*cuts, strict=True)):
+        index_parts.append(matrix.indices[lo:hi])
+        data_parts.append(matrix.data[lo:hi].astype(dtype, copy=False))
+        if n < len(rows):
+            index_parts.append(values.indices[values.indptr[n] : values.indptr[n + 1]])
+            data_parts.append(values.data[values.indptr[n] : values.indptr[n + 1]].astype(dtype, copy=False))
+    indices = np.concatenate(index_parts) if index_parts else np.zeros(0, np.int64)
+    data = np.concatenate(data_parts) if data_parts else np.zeros(0, dtype)
+    index_type = np.int32 if max(indptr[-1], matrix.shape[1]) < 2**31 else np.int64
+    return sp.csr_matrix(
+        (data, indices.astype(index_type, copy=False), indptr.astype(index_type, copy=False)), shape=matrix.shape
     )
-    return (sp.diags(keep) @ matrix + scatter @ values).tocsr()

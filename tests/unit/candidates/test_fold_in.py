@@ -110,3 +110,19 @@ def test_a_stored_zero_in_exclude_excludes_nothing(als: ALS) -> None:
     with_zero, _ = als.candidates(user, als.n_items, exclude=exclude)
     plain, _ = als.candidates(user, als.n_items)
     assert with_zero.tolist() == plain.tolist() and 0 in with_zero[0]
+
+
+def test_replacing_rows_matches_its_definition_on_random_matrices() -> None:
+    from tastemaker.candidates.base import _replace_rows
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n, m = int(rng.integers(1, 30)), int(rng.integers(1, 20))
+        matrix = sp.random(n, m, density=rng.random(), format="csr", random_state=trial, dtype=np.float32)
+        rows = rng.choice(n, int(rng.integers(0, n + 1)), replace=False)
+        values = sp.random(len(rows), m, density=rng.random(), format="csr", random_state=trial + 999)
+        want = matrix.toarray().astype(np.float64)
+        want[rows] = values.toarray()
+        got = _replace_rows(matrix, rows, values)
+        assert got.dtype == np.float64 and got.shape == (n, m)
+        np.testing.assert_array_equal(got.toarray(), want)
