@@ -248,7 +248,10 @@ class CandidateSource(ABC):
     def fold_in(self, history: History) -> Self:
         """Make ``history`` (events after the snapshot) count for its users; see the module docstring."""
         snap = self.snapshot
-        if not history.item_ids.equals(self._items[: len(history.item_ids)]):
+        same = history.item_ids is self._items or (
+            len(history.item_ids) <= len(self._items) and history.item_ids.equals(self._items[: len(history.item_ids)])
+        )
+        if not same:
             raise DataFormatError("history columns must follow the source's item vocabulary (item_ids)")
         new = history.user_ids[self._users.get_indexer(history.user_ids) < 0]
         if len(new):
@@ -495,7 +498,10 @@ def _resize(matrix: sp.spmatrix, rows: int, cols: int) -> sp.csr_matrix:
 def _replace_rows(matrix: sp.csr_matrix, rows: np.ndarray, values: sp.csr_matrix) -> sp.csr_matrix:
     """``matrix`` with ``rows`` (distinct) set to ``values`` (same order), other rows untouched: a new CSR
     assembled from slices of the two (a fold-in's cost is then a copy of the arrays, not sparse algebra)."""
-    matrix, values = sp.csr_matrix(matrix), sp.csr_matrix(values)
+    if type(matrix) is not sp.csr_matrix:  # (re-wrapping a csr_matrix would forget its known sortedness)
+        matrix = sp.csr_matrix(matrix)
+    values = sp.csr_matrix(values, copy=True)
+    values.sort_indices()  # the few new rows: sorted here, the result keeps the matrix's own sortedness
     rows = np.asarray(rows, np.int64)
     if len(rows) > 1 and (np.diff(rows) < 0).any():
         order = np.argsort(rows, kind="stable")
@@ -518,6 +524,8 @@ def _replace_rows(matrix: sp.csr_matrix, rows: np.ndarray, values: sp.csr_matrix
     indices = np.concatenate(index_parts) if index_parts else np.zeros(0, np.int64)
     data = np.concatenate(data_parts) if data_parts else np.zeros(0, dtype)
     index_type = np.int32 if max(indptr[-1], matrix.shape[1]) < 2**31 else np.int64
-    return sp.csr_matrix(
+    out = sp.csr_matrix(
         (data, indices.astype(index_type, copy=False), indptr.astype(index_type, copy=False)), shape=matrix.shape
     )
+    out.has_sorted_indices = matrix.has_sorted_indices  # (a full sort_indices would cost O(nnz log) per call)
+    return out
