@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/candidates.py
 	$(BIN)/python benchmarks/ranking.py
 	$(BIN)/python benchmarks/reranking.py
+	$(BIN)/python benchmarks/serving.py  # ~10 min: trains on 1M interactions, then 60 s HTTP loads
 
 bench-faiss: $(STAMP)  # builds 1M-vector indexes (IVF ~1 min, HNSW ~14 min): about 20 minutes on 2 cores
 	$(BIN)/python benchmarks/faiss_retrieval.py
