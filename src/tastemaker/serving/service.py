@@ -129,7 +129,10 @@ class Recommender:
         ids = [r.request_id or uuid.uuid4().hex for r in requests]
         variants = assign([r.user_id for r in requests], self.settings.holdout)
         events = self.store.events_frame(user_ids=[r.user_id for r in requests], until_us=now + 1, columns=_EVENTS)
-        by_user = {u: frame for u, frame in events.groupby("user_id", sort=False)} if len(events) else {}
+        if len(requests) == 1 or not len(events):  # the API's case: one user, no grouping to pay for
+            by_user = {requests[0].user_id: events} if len(events) else {}
+        else:
+            by_user = {u: frame for u, frame in events.groupby("user_id", sort=False)}
         loaded = self.slot.current  # one reference for the whole call: a swap meanwhile does not touch it
         served: list[ServedList | None] = [None] * len(requests)
         personal = [i for i, v in enumerate(variants) if v == PERSONALIZED and loaded is not None]
@@ -216,7 +219,10 @@ class Recommender:
         marks: dict[str, tuple[int, str]] = {}
         frames = []
         for request, events, is_known in zip(requests, histories, known, strict=True):
-            recent = events[events["timestamp_us"] >= end]
+            after = events["timestamp_us"].to_numpy() >= end
+            if is_known and not after.any():  # the common case, checked without building a frame
+                continue
+            recent = events[after]
             mark = (len(recent), str(recent["event_id"].iloc[-1]) if len(recent) else "")
             if mark == (0, "") and is_known or loaded.folded.get(request.user_id) == mark:
                 continue
