@@ -226,6 +226,8 @@ class Recommender:
             mark = (len(recent), str(recent["event_id"].iloc[-1]) if len(recent) else "")
             if mark == (0, "") and is_known or loaded.folded.get(request.user_id) == mark:
                 continue
+            if request.user_id in marks:  # the same user twice in one batch: their events count once
+                continue
             marks[request.user_id] = mark
             frames.append(recent)
         if not marks:

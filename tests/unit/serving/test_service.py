@@ -80,6 +80,11 @@ def test_a_known_users_new_events_are_folded_into_the_model_once(recommender: Re
     before = engine.n_users
     recommender.recommend([ListRequest(user, k=10)])
     assert engine.n_users == before and recommender.slot.current.folded[user][0] == 1
+    weight = engine.user_items(np.array([row]))[0, engine.item_index([item])[0]]
+    recommender.store.ingest_events([{"user_id": user, "item_id": "i2", "type": "view",
+                                      "timestamp": "2026-02-03T13:00:00Z"}])  # fmt: skip
+    recommender.recommend([ListRequest(user, k=5), ListRequest(user, k=5)])  # the same user twice in a batch
+    assert engine.user_items(np.array([row]))[0, engine.item_index([item])[0]] == weight  # counted once
 
 
 def test_made_up_user_ids_do_not_grow_the_model(recommender: Recommender) -> None:
