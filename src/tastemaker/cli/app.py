@@ -350,6 +350,7 @@ def recommend(
 
     from tastemaker.clock import FixedClock, SystemClock
     from tastemaker.serving import ListRequest, Recommender, ServerSettings
+    from tastemaker.serving.service import context_value
     from tastemaker.store import open_store
 
     with _errors():
@@ -358,7 +359,7 @@ def recommend(
             key, sep, value = entry.partition("=")
             if not sep or not key:
                 raise typer.BadParameter(f"--context {entry!r}: expected KEY=VALUE")
-            pairs[key] = value if key == "device" else _maybe_number(value)
+            pairs[key] = context_value(key, value)
         settings = ServerSettings.load(config, db=db, models_dir=models_dir)
         clock = FixedClock(now) if now else SystemClock()
         with open_store(db, clock=clock) as store:
@@ -373,9 +374,3 @@ def recommend(
             table.add_row(str(item.position), item.item_id, score, item.source, f"{item.propensity:.3f}", item.reason)
         console.print(table)
 
-
-def _maybe_number(value: str) -> float | str:
-    try:
-        return float(value)
-    except ValueError:
-        return value

@@ -13,6 +13,7 @@ served) or the engine. Every response is queued to the exposure log.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +38,7 @@ from tastemaker.serving.models import Loaded, ModelSlot
 from tastemaker.serving.settings import ServerSettings
 from tastemaker.store.base import ExposedItem, Exposure, Store
 
-__all__ = ["ListItem", "ListRequest", "Recommender", "ServedList"]
+__all__ = ["ListItem", "ListRequest", "Recommender", "ServedList", "context_value"]
 
 _log = logging.getLogger(__name__)
 _EVENTS = ("event_id", "user_id", "item_id", "type", "value", "timestamp_us")
@@ -97,6 +98,7 @@ class Recommender:
         self._refreshing = threading.Lock()
         self._served: Loaded | None = None  # the model the last refresh saw
         self._counted_us: int | None = None  # when popularity was last recounted
+        self._unavailable_cache: tuple[Loaded, set[str], int, np.ndarray] | None = None
         self._exposures = ExposureLog(store, days=settings.feedback_days, engagement_types=settings.engagement_types,
                                       max_rows=settings.feedback_max_rows)  # fmt: skip
 
@@ -183,7 +185,7 @@ class Recommender:
             users = self._rows(engine, [r.user_id for r in requests])
             keys = engine.config.features.context_keys
             contexts = [Context.of_event(now, dict(r.context), keys) for r in requests]
-            unavailable = _known(engine.item_ids, list(self.catalog.unavailable))
+            unavailable = self._unavailable(loaded)
             seen = [_seen(engine.item_ids, h) for h in histories]
             asks = [
                 Request(user=int(u), now_us=now, k=r.k, request_id=rid, seen=s,
@@ -207,6 +209,16 @@ class Recommender:
                                       float(found.propensity[row, pos])))  # fmt: skip
             out.append(ServedList(rid, request.user_id, PERSONALIZED, loaded.version, loaded.config_hash, items))
         return out
+
+    def _unavailable(self, loaded: Loaded) -> np.ndarray:
+        """The model's indices of the catalog's unavailable items, mapped again only when the set (replaced,
+        never changed in place) or the model's items change, not per request."""
+        now_unavailable, n_items = self.catalog.unavailable, loaded.engine.n_items
+        cached = self._unavailable_cache
+        if cached is None or cached[0] is not loaded or cached[1] is not now_unavailable or cached[2] != n_items:
+            indices = _known(loaded.engine.item_ids, list(now_unavailable))
+            cached = self._unavailable_cache = (loaded, now_unavailable, n_items, indices)
+        return cached[3]
 
     def _fold_in(self, loaded: Loaded, requests: Sequence[ListRequest], histories: Sequence[pd.DataFrame]) -> None:
         """Fold each user's events since the model's training end into its vectors, when they changed since
@@ -328,6 +340,18 @@ class Recommender:
             with loaded.lock:
                 loaded.engine.add_items(new.reset_index(drop=True))
         loaded.feedback = loaded.feedback_from(rows)  # built outside the lock, swapped in as one reference
+
+
+def context_value(key: str, text: str) -> float | str:
+    """A context parameter sent as text (a query string, a command line): ``device`` stays text; other keys
+    are numbers when they are finite ones (``nan``, ``inf``, ``1e400`` stay text: JSON cannot hold them)."""
+    if key == "device":
+        return text
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text
 
 
 def _seen(item_ids: pd.Index, events: pd.DataFrame) -> Seen:

@@ -36,5 +36,11 @@ def check_batch(size: int, limit: int, what: str) -> None:
         raise ApiError.invalid(what, "an empty list")
 
 
+def check_k(k: int, server: Server) -> None:
+    """A list length within the server's limit (422 over it)."""
+    if k > server.settings.limits.max_k:
+        raise ApiError.invalid("k", f"{k} is over the limit of {server.settings.limits.max_k}")
+
+
 def record_errors(errors: list) -> list[dict]:
     return [{"index": e.index, "field": e.field, "reason": e.reason} for e in errors]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from tastemaker.api.auth import require
 from tastemaker.api.errors import ApiError
-from tastemaker.api.routes._deps import PathId, ServerDep, check_batch, record_errors
+from tastemaker.api.routes._deps import PathId, ServerDep, check_batch, check_k, record_errors
 from tastemaker.api.schemas import ErrorBody, ItemBatch, ItemPatch, ListResponse, UpsertResponse
 from tastemaker.clock import from_us
 
@@ -31,7 +31,7 @@ def post_items(batch: ItemBatch, server: ServerDep) -> UpsertResponse:
 @router.get("/items/{item_id:path}/similar", response_model=ListResponse, dependencies=[Depends(require("recommend"))])
 def similar(item_id: ItemId, server: ServerDep, k: Annotated[int, Query(ge=1)] = 10) -> ListResponse:
     """Items like this one, by the served model (popular items of its category when no model knows it)."""
-    _check_k(k, server)
+    check_k(k, server)
     found = server.recommender.similar(item_id, k)
     if found is None:
         raise ApiError(404, f"unknown item {item_id!r}")
@@ -58,11 +58,6 @@ def delete_item(item_id: ItemId, server: ServerDep) -> dict[str, Any]:
     _one(server, item_id)
     server.store.upsert_items([{"item_id": item_id, "available": False}])
     return _changed(server, item_id)
-
-
-def _check_k(k: int, server: Any) -> None:
-    if k > server.settings.limits.max_k:
-        raise ApiError.invalid("k", f"{k} is over the limit of {server.settings.limits.max_k}")
 
 
 def _one(server: Any, item_id: str) -> dict[str, Any]:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from tastemaker.api.auth import require
 from tastemaker.api.errors import ApiError
-from tastemaker.api.routes._deps import PathId, ServerDep, printable
-from tastemaker.api.routes.items import _check_k
+from tastemaker.api.routes._deps import PathId, ServerDep, check_k, printable
 from tastemaker.api.schemas import ErrorBody, ListResponse, RecommendationsResponse
-from tastemaker.serving.service import ListRequest
+from tastemaker.serving.service import ListRequest, context_value
 
 router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[Depends(require("recommend"))],
                    responses={422: {"model": ErrorBody}})  # fmt: skip
@@ -32,7 +30,7 @@ def recommendations(
     """The user's ranked list. Users in the holdout (``variant = control``) get popularity through the same
     filters. Context goes in ``context.KEY=VALUE`` parameters (``context.device=mobile``; numeric keys the
     model declared). Each item carries its propensity; the response is written to the exposure log."""
-    _check_k(k, server)
+    check_k(k, server)
     limits = server.settings.limits
     excluded = tuple(x for value in exclude or () for x in value.split(",") if x)
     if len(excluded) > limits.max_exclude:
@@ -56,7 +54,7 @@ def popular(
     category: Annotated[str | None, Query(max_length=128)] = None,
 ) -> ListResponse:
     """The most engaged-with available items of the last ``popularity_days`` (of ``category``)."""
-    _check_k(k, server)
+    check_k(k, server)
     return ListResponse(model_version="popularity", items=[vars(i) for i in server.recommender.popular(k, category)])
 
 
@@ -69,16 +67,7 @@ def _context(request: Request, max_keys: int) -> dict[str, Any]:
         if not name or len(name) > 64 or len(value) > 256 or not printable(name + value):
             raise ApiError.invalid(key[:80].encode("unicode_escape").decode(),
                                    "context names of 1–64 characters, values of at most 256, no control characters")
-        found[name] = value if name == "device" else _number(value)
+        found[name] = context_value(name, value)
     if len(found) > max_keys:
         raise ApiError.invalid("context", f"{len(found)} keys; at most {max_keys}")
     return found
-
-
-def _number(value: str) -> float | str:
-    """A number when the value is a finite one (``nan``, ``inf``, ``1e400`` stay text: JSON cannot hold them)."""
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return number if math.isfinite(number) else value
