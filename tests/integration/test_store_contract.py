@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 
 from tastemaker.clock import FixedClock, to_us
 from tastemaker.errors import ConfigError, InvalidBatchError, StoreError
-from tastemaker.store import ExposedItem, Exposure, ValidationConfig, open_store
+from tastemaker.store import ExposedItem, Exposure, Store, ValidationConfig, open_store
 from tastemaker.store.engine import make_engine
 from tastemaker.store.schema import metadata
 
@@ -192,6 +192,28 @@ def test_events_frame_reads_the_asked_users_only(store) -> None:
     assert frame["timestamp_us"].is_monotonic_increasing
     assert store.events_frame(user_ids=[]).empty
     assert store.events_frame(user_ids=["nobody"]).empty
+
+
+def test_user_events_are_the_users_events_as_arrays_in_time_order(store) -> None:
+    store.ingest_events([event(i, value=float(i) if i % 2 else None) for i in range(40)])
+    until = to_us("2026-11-23T00:00:00Z")
+    wanted = ["u1", "u3", "nobody", "u1"]
+    found = store.user_events(wanted, until_us=until)
+    frame = store.events_frame(user_ids=wanted, until_us=until)
+    assert set(found) == {"u1", "u3"}  # a user without events is left out; a repeated one read once
+    for user, got in found.items():
+        expected = frame[frame["user_id"] == user]
+        assert got.event_id.tolist() == expected["event_id"].tolist()  # time, then id, as events_frame
+        assert got.item_id.tolist() == expected["item_id"].tolist()
+        assert got.type.tolist() == expected["type"].tolist()
+        assert np.array_equal(got.value, expected["value"].to_numpy(float), equal_nan=True)
+        assert got.timestamp_us.dtype == np.int64 and (got.timestamp_us < until).all()
+        assert got.frame(user)["event_id"].tolist() == got.event_id.tolist()
+    assert len(store.user_events(["u1"])["u1"]) == sum(event(i)["user_id"] == "u1" for i in range(40))
+    # the contract's own (frame-based) answer agrees with the back end's
+    default = Store.user_events(store, wanted, until_us=until)
+    assert {u: e.event_id.tolist() for u, e in default.items()} == {u: e.event_id.tolist() for u, e in found.items()}
+    assert store.user_events([]) == {}
 
 
 def test_exposures_frame_attributes_events_carrying_the_request_id(store) -> None:

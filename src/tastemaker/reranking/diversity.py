@@ -114,56 +114,66 @@ def keep_caps(slate: Slate, request: Request, catalog: Catalog) -> Slate:
         return slate  # the list already keeps every cap (the newest, likeliest broken, checked first)
     pool = np.flatnonzero(~slate.fixed)[: int(np.ceil(max(r.depth for r in rules) * request.k))]
     # a sequential greedy pass over a few hundred entries: plain Python over small lists beats numpy calls
-    # per position (each position usually takes the first or second entry it looks at)
-    entries = np.r_[pool, np.flatnonzero(slate.fixed[:k])]
+    # per position (each position usually takes one of the first entries it looks at). Per rule, the values
+    # at their limit in the window ending here are a set: an entry fits when it has none of them, one
+    # C-level ``isdisjoint`` per rule
     items = slate.items.tolist()
-    has, counts = [], []  # per rule: each entry's values; each value's count in the window's last positions
-    for rule in rules:
-        lists, n_values = _catalog_values(rule.by, catalog)
-        has.append({e: lists[items[e]] for e in entries.tolist()})
-        counts.append([0] * n_values)
+    lists = [_catalog_values(rule.by, catalog)[0] for rule in rules]
+    counts = [[0] * _catalog_values(rule.by, catalog)[1] for rule in rules]
+    limits = [rule.max_items for rule in rules]
+    full: list[set[int]] = [set() for _ in rules]  # per rule: the values at their limit
+    pool_items = [items[e] for e in pool.tolist()]
     pool_list = pool.tolist()
     chosen = [False] * len(pool_list)
     first = 0  # every pool entry before this one is chosen
-    placed: list[int] = []
+    placed: list[int] = []  # catalog items, by position
     picks: list[int] = []
 
-    limits = [rule.max_items for rule in rules]
-
-    def fits(entry: int, kept: int) -> bool:  # entry keeps the first ``kept`` rules at this position
-        for r in range(kept):
-            count, limit = counts[r], limits[r]
-            for v in has[r][entry]:
-                if count[v] >= limit:
-                    return False
-        return True
+    def first_fitting(kept: int) -> int:  # the best remaining entry keeping the first ``kept`` rules, or -1
+        checks = list(zip(full[:kept], lists[:kept], strict=True))
+        for j in range(first, len(chosen)):
+            if chosen[j]:
+                continue
+            item = pool_items[j]
+            for values_full, values in checks:
+                if not values_full.isdisjoint(values[item]):
+                    break
+            else:
+                return j
+        return -1
 
     for position in range(k):
         for r, rule in enumerate(rules):
             if len(placed) >= rule.window:  # the position leaving the window that ends here
-                for v in has[r][placed[-rule.window]]:
-                    counts[r][v] -= 1
+                count, limit = counts[r], limits[r]
+                for v in lists[r][placed[-rule.window]]:
+                    count[v] -= 1
+                    if count[v] < limit:
+                        full[r].discard(v)
         if slate.fixed[position]:
-            entry = position
+            item = items[position]
         else:
             while first < len(chosen) and chosen[first]:
                 first += 1
             if first == len(chosen):
                 break
             pick = first  # when no remaining entry keeps even the first rule: the best remaining
-            for kept in range(len(rules), 0, -1):  # every rule, then give up the latest first
-                fitting = (j for j in range(first, len(chosen)) if not chosen[j] and fits(pool_list[j], kept))
-                found = next(fitting, -1)
-                if found >= 0:
-                    pick = found
-                    break
+            if any(full):
+                for kept in range(len(rules), 0, -1):  # every rule, then give up the latest first
+                    found = first_fitting(kept)
+                    if found >= 0:
+                        pick = found
+                        break
             chosen[pick] = True
-            entry = pool_list[pick]
-            picks.append(entry)
-        placed.append(entry)
+            item = pool_items[pick]
+            picks.append(pool_list[pick])
+        placed.append(item)
         for r in range(len(rules)):
-            for v in has[r][entry]:
-                counts[r][v] += 1
+            count, limit = counts[r], limits[r]
+            for v in lists[r][item]:
+                count[v] += 1
+                if count[v] >= limit:
+                    full[r].add(v)
     return slate.reorder(_order(len(slate), picks))
 
 

@@ -36,12 +36,11 @@ from tastemaker.serving.feedback import ExposureLog
 from tastemaker.serving.holdout import CONTROL, PERSONALIZED, assign
 from tastemaker.serving.models import Loaded, ModelSlot
 from tastemaker.serving.settings import ServerSettings
-from tastemaker.store.base import ExposedItem, Exposure, Store
+from tastemaker.store.base import EMPTY_EVENTS, ExposedItem, Exposure, Store, UserEvents
 
 __all__ = ["ListItem", "ListRequest", "Recommender", "ServedList", "context_value"]
 
 _log = logging.getLogger(__name__)
-_EVENTS = ("event_id", "user_id", "item_id", "type", "value", "timestamp_us")
 POPULARITY = "popularity"
 _ANONYMOUS = "\x00anonymous"  # not a storable id (the store refuses NUL), so never a real user
 
@@ -130,11 +129,7 @@ class Recommender:
         now = self.clock.now_us()
         ids = [r.request_id or uuid.uuid4().hex for r in requests]
         variants = assign([r.user_id for r in requests], self.settings.holdout)
-        events = self.store.events_frame(user_ids=[r.user_id for r in requests], until_us=now + 1, columns=_EVENTS)
-        if len(requests) == 1 or not len(events):  # the API's case: one user, no grouping to pay for
-            by_user = {requests[0].user_id: events} if len(events) else {}
-        else:
-            by_user = {u: frame for u, frame in events.groupby("user_id", sort=False)}
+        by_user = self.store.user_events([r.user_id for r in requests], until_us=now + 1)
         loaded = self.slot.current  # one reference for the whole call: a swap meanwhile does not touch it
         served: list[ServedList | None] = [None] * len(requests)
         personal = [i for i, v in enumerate(variants) if v == PERSONALIZED and loaded is not None]
@@ -162,9 +157,9 @@ class Recommender:
         return done
 
     def _popular(
-        self, request: ListRequest, request_id: str, variant: str, events: pd.DataFrame | None, fallback: str | None
+        self, request: ListRequest, request_id: str, variant: str, events: UserEvents | None, fallback: str | None
     ) -> ServedList:
-        seen = set() if events is None else set(events["item_id"].astype(str))
+        seen = set() if events is None else set(events.item_id.tolist())
         found = self.catalog.popular(request.k, category=request.category, exclude=seen | set(request.exclude))
         items = self._popular_items(found.item_ids, found.scores, request.category)
         return ServedList(request_id, request.user_id, variant, POPULARITY, None, items, fallback)
@@ -174,12 +169,11 @@ class Recommender:
         loaded: Loaded,
         requests: Sequence[ListRequest],
         request_ids: Sequence[str],
-        by_user: Mapping[str, pd.DataFrame],
+        by_user: Mapping[str, UserEvents],
         now: int,
     ) -> list[ServedList]:
         engine = loaded.engine
-        empty = pd.DataFrame({c: [] for c in _EVENTS})
-        histories = [by_user.get(r.user_id, empty) for r in requests]
+        histories = [by_user.get(r.user_id, EMPTY_EVENTS) for r in requests]
         with loaded.lock:
             self._fold_in(loaded, requests, histories)
             users = self._rows(engine, [r.user_id for r in requests])
@@ -220,7 +214,7 @@ class Recommender:
             cached = self._unavailable_cache = (loaded, now_unavailable, n_items, indices)
         return cached[3]
 
-    def _fold_in(self, loaded: Loaded, requests: Sequence[ListRequest], histories: Sequence[pd.DataFrame]) -> None:
+    def _fold_in(self, loaded: Loaded, requests: Sequence[ListRequest], histories: Sequence[UserEvents]) -> None:
         """Fold each user's events since the model's training end into its vectors, when they changed since
         the last fold. A user the model does not know is added once they have events or stored attributes;
         until then they are served as the anonymous newcomer (see :meth:`_rows`), so made-up ids do not grow
@@ -231,17 +225,17 @@ class Recommender:
         marks: dict[str, tuple[int, str]] = {}
         frames = []
         for request, events, is_known in zip(requests, histories, known, strict=True):
-            after = events["timestamp_us"].to_numpy() >= end
-            if is_known and not after.any():  # the common case, checked without building a frame
+            after = events.timestamp_us >= end
+            if is_known and not after.any():  # the common case
                 continue
-            recent = events[after]
-            mark = (len(recent), str(recent["event_id"].iloc[-1]) if len(recent) else "")
+            recent = events.take(after)
+            mark = (len(recent), str(recent.event_id[-1]) if len(recent) else "")
             if mark == (0, "") and is_known or loaded.folded.get(request.user_id) == mark:
                 continue
             if request.user_id in marks:  # the same user twice in one batch: their events count once
                 continue
             marks[request.user_id] = mark
-            frames.append(recent)
+            frames.append(recent.frame(request.user_id))
         if not marks:
             return
         stored = {u["user_id"]: u.get("attributes") or {} for u in self.store.get_users(list(marks))}
@@ -260,9 +254,9 @@ class Recommender:
         if (rows < 0).any():
             anonymous = engine.user_index([_ANONYMOUS])[0]
             if anonymous < 0:
-                empty = pd.DataFrame({c: [] for c in _EVENTS})
-                engine.fold_in(History.from_events(empty, engine.item_ids, config=engine.snapshot.config,
-                                                   users=pd.DataFrame({"user_id": [_ANONYMOUS]})))  # fmt: skip
+                nobody = pd.DataFrame({"user_id": [_ANONYMOUS]})
+                engine.fold_in(History.from_events(EMPTY_EVENTS.frame(_ANONYMOUS), engine.item_ids,
+                                                   config=engine.snapshot.config, users=nobody))  # fmt: skip
                 anonymous = engine.user_index([_ANONYMOUS])[0]
             rows = np.where(rows < 0, anonymous, rows)
         return rows
@@ -274,9 +268,11 @@ class Recommender:
         if not stages or not any(s.config.seen and not s.config.seen_types and s.config.cooldown_days is None
                                  for s in stages):  # fmt: skip
             return None
-        rows = np.repeat(np.arange(len(seen)), [len(s.items) for s in seen])
-        cols = np.concatenate([s.items for s in seen]) if seen else np.zeros(0, np.int64)
-        return sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(seen), engine.n_items))
+        cols = [np.unique(s.items) for s in seen]  # sorted, once each: a canonical CSR built directly
+        indptr = np.zeros(len(seen) + 1, np.int64)
+        np.cumsum([len(c) for c in cols], out=indptr[1:])
+        indices = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+        return sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(seen), engine.n_items))
 
     # -- item lists ------------------------------------------------------------------------------------
 
@@ -354,19 +350,18 @@ def context_value(key: str, text: str) -> float | str:
     return number if math.isfinite(number) else text
 
 
-def _seen(item_ids: pd.Index, events: pd.DataFrame) -> Seen:
+def _seen(item_ids: pd.Index, events: UserEvents) -> Seen:
     if not len(events):
         return Seen()
-    idx = item_ids.get_indexer(events["item_id"].astype(str))
+    idx = item_ids.get_indexer(pd.Index(events.item_id, dtype=object))  # (no str-dtype inference: 4× cheaper)
     keep = idx >= 0
-    return Seen(idx[keep].astype(np.int64), events["timestamp_us"].to_numpy(np.int64)[keep],
-                events["type"].to_numpy(object)[keep])  # fmt: skip
+    return Seen(idx[keep].astype(np.int64), events.timestamp_us[keep], events.type[keep])
 
 
 def _known(item_ids: pd.Index, ids: Sequence[str]) -> np.ndarray:
     if not ids:
         return np.zeros(0, np.int64)
-    found = item_ids.get_indexer(list(ids))
+    found = item_ids.get_indexer(pd.Index(list(ids), dtype=object))
     return found[found >= 0].astype(np.int64)
 
 

@@ -11,6 +11,7 @@ from tastemaker.store.base import (
     Mode,
     Store,
     UpsertResult,
+    UserEvents,
 )
 from tastemaker.store.engine import DEFAULT_URL, make_engine, migrate
 from tastemaker.store.sql import SqlStore
@@ -26,6 +27,7 @@ __all__ = [
     "Mode",
     "Store",
     "UpsertResult",
+    "UserEvents",
     "ValidationConfig",
     "open_store",
 ]

@@ -19,13 +19,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from tastemaker.clock import Clock
 from tastemaker.errors import RecordError
 from tastemaker.store.validation import ValidationConfig
 
-__all__ = ["EVENT_COLUMNS", "ExposedItem", "Exposure", "IngestResult", "Mode", "Store", "UpsertResult"]
+__all__ = ["EVENT_COLUMNS", "ExposedItem", "Exposure", "IngestResult", "Mode", "Store", "UpsertResult", "UserEvents"]
 
 Mode = Literal["strict", "lenient"]
 Records = Iterable[Mapping[str, Any]]
@@ -90,6 +91,44 @@ class Exposure:
     context: Mapping[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class UserEvents:
+    """One user's events as parallel arrays, ordered by time then id: the request path reads these per
+    request, so no frame is built (``frame()`` makes one when needed)."""
+
+    event_id: np.ndarray  # object (str)
+    item_id: np.ndarray  # object (str)
+    type: np.ndarray  # object (str)
+    value: np.ndarray  # float64, NaN where the event has none
+    timestamp_us: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.event_id)
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[tuple[Any, ...]]) -> UserEvents:
+        """From ``(event_id, item_id, type, value, timestamp_us)`` tuples, in order."""
+        ids, items, types, values, times = zip(*rows, strict=True) if rows else ((), (), (), (), ())
+        return cls(
+            np.array(ids, dtype=object), np.array(items, dtype=object), np.array(types, dtype=object),
+            np.array([np.nan if v is None else v for v in values], dtype=np.float64), np.array(times, dtype=np.int64),
+        )  # fmt: skip
+
+    def take(self, rows: np.ndarray) -> UserEvents:
+        """The events at ``rows`` (positions or a mask), in their order."""
+        return UserEvents(self.event_id[rows], self.item_id[rows], self.type[rows], self.value[rows],
+                          self.timestamp_us[rows])  # fmt: skip
+
+    def frame(self, user_id: str) -> pd.DataFrame:
+        """As :meth:`Store.events_frame` would return them (its default columns)."""
+        return pd.DataFrame({"event_id": self.event_id, "user_id": np.full(len(self), user_id, dtype=object),
+                             "item_id": self.item_id, "type": self.type, "value": self.value,
+                             "timestamp_us": self.timestamp_us})  # fmt: skip
+
+
+EMPTY_EVENTS = UserEvents.of_rows([])
+
+
 class Store(ABC):
     """Items, users, events and exposures behind one interface; the back end is chosen by URL."""
 
@@ -132,6 +171,17 @@ class Store(ABC):
     ) -> pd.DataFrame:
         """Events with ``since_us <= timestamp_us < until_us`` (of ``user_ids`` only, when given), ordered by
         time then id."""
+
+    def user_events(self, user_ids: Sequence[str], *, until_us: int | None = None) -> dict[str, UserEvents]:
+        """Each of ``user_ids``' events with ``timestamp_us < until_us``, ordered by time then id; users without
+        any are left out. The request path's read: back ends answer it without building a frame."""
+        frame = self.events_frame(until_us=until_us, user_ids=user_ids, columns=EVENT_COLUMNS)
+        out = {}
+        for user, rows in frame.groupby("user_id", sort=False):
+            out[str(user)] = UserEvents.of_rows(
+                list(rows[["event_id", "item_id", "type", "value", "timestamp_us"]].itertuples(index=False, name=None))
+            )
+        return out
 
     @abstractmethod
     def items_frame(self, *, updated_since_us: int | None = None) -> pd.DataFrame:

@@ -7,13 +7,22 @@ from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, Table, func, or_, select
+from sqlalchemy import Connection, Engine, Table, bindparam, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from tastemaker.clock import Clock
 from tastemaker.errors import ConfigError, InvalidBatchError, RecordError, StoreError
-from tastemaker.store.base import EVENT_COLUMNS, Exposure, IngestResult, Mode, Records, Store, UpsertResult
+from tastemaker.store.base import (
+    EVENT_COLUMNS,
+    Exposure,
+    IngestResult,
+    Mode,
+    Records,
+    Store,
+    UpsertResult,
+    UserEvents,
+)
 from tastemaker.store.schema import events, exposure_items, exposures, items, users
 from tastemaker.store.validation import (
     ValidationConfig,
@@ -30,6 +39,14 @@ _SKEW_US = 300_000_000  # how far before its exposure an attributed event's (cli
 _EVENT_CHUNK = 1_000  # rows per event INSERT: 9,000 parameters, under SQLite's and PostgreSQL's limits
 _EVENT_COLUMNS = ("event_id", "user_id", "item_id", "type", "value", "timestamp_us", "context", "request_id",
                   "ingested_at_us")  # fmt: skip
+# built once: SQLAlchemy then reuses its compiled form, so a request's read costs the database's work only
+_USER_EVENTS = (
+    select(events.c.user_id, events.c.event_id, events.c.item_id, events.c.type, events.c.value,
+           events.c.timestamp_us)
+    .where(events.c.user_id.in_(bindparam("users", expanding=True)), events.c.timestamp_us < bindparam("until"))
+    .order_by(events.c.user_id, events.c.timestamp_us, events.c.event_id)
+)  # fmt: skip
+_NO_END_US = 2**62
 _ITEM_DEFAULTS = {"title": None, "text": None, "categories": [], "provider": None,
                   "created_at_us": None, "available": True, "attributes": {}}  # fmt: skip
 _USER_DEFAULTS = {"created_at_us": None, "attributes": {}}
@@ -226,6 +243,16 @@ class SqlStore(Store):
             stmt = stmt.where(events.c.user_id.in_(wanted))
         stmt = stmt.order_by(events.c.timestamp_us, events.c.event_id)
         return self._frame(stmt, list(columns))
+
+    def user_events(self, user_ids: Sequence[str], *, until_us: int | None = None) -> dict[str, UserEvents]:
+        wanted = list(dict.fromkeys(str(u) for u in user_ids))
+        until = _NO_END_US if until_us is None else until_us
+        rows: dict[str, list[tuple[Any, ...]]] = {}
+        with self._transaction("read events") as conn:
+            for chunk in _chunks(wanted):
+                for user, *event in conn.execute(_USER_EVENTS, {"users": chunk, "until": until}):
+                    rows.setdefault(user, []).append(event)
+        return {user: UserEvents.of_rows(found) for user, found in rows.items()}
 
     def items_frame(self, *, updated_since_us: int | None = None) -> pd.DataFrame:
         stmt = select(items).order_by(items.c.item_id)

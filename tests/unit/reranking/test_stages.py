@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from math import comb
 
 import numpy as np
@@ -12,7 +13,7 @@ import scipy.sparse as sp
 from tastemaker.errors import ConfigError
 from tastemaker.reranking import Catalog, Chain, FeedbackLog, Request, RerankConfig, Seen, Slate
 from tastemaker.reranking.base import NoFeedback
-from tastemaker.reranking.diversity import MMR, MMRConfig
+from tastemaker.reranking.diversity import MMR, MMRConfig, WindowCapConfig, keep_caps
 from tastemaker.reranking.exploration import Exploration, ExplorationConfig
 from tastemaker.reranking.fairness import ProviderFairness, ProviderFairnessConfig
 from tastemaker.reranking.fatigue import Fatigue, FatigueConfig
@@ -344,3 +345,60 @@ def test_the_thompson_rank_chance_estimate_is_unbiased() -> None:
                           for s in range(150)])  # fmt: skip
     assert (estimates > 0).all()
     np.testing.assert_allclose(estimates.mean(axis=0), truth, rtol=0.1, atol=2e-3)
+
+
+def _caps_by_definition(slate: Slate, request: Request, catalog: Catalog) -> list[int]:
+    """Window caps as the docstring defines them, recounting every window from scratch: each free position
+    of the first k takes the best remaining candidate that keeps all caps; failing that all but the newest,
+    and so on; failing all, the best remaining. Fixed entries stay and count."""
+    rules, k = slate.caps, min(request.k, len(slate))
+    pool = [int(e) for e in np.flatnonzero(~slate.fixed)[: int(np.ceil(max(r.depth for r in rules) * request.k))]]
+
+    def values(rule: WindowCapConfig, item: int) -> list[object]:
+        if rule.by == "category":
+            row = catalog.item_categories[item]
+            return [("c", int(c)) for c in row.indices]
+        return [] if catalog.providers[catalog.provider[item]] == "" else [("p", int(catalog.provider[item]))]
+
+    def keeps(placed: list[int], item: int, rule: WindowCapConfig) -> bool:
+        window = placed[max(0, len(placed) - rule.window + 1) :]  # the positions before this one in its window
+        return all(sum(v in values(rule, i) for i in window) < rule.max_items for v in values(rule, item))
+
+    placed: list[int] = []
+    for position in range(k):
+        if slate.fixed[position]:
+            placed.append(int(slate.items[position]))
+            continue
+        if not pool:
+            break
+        pick = pool[0]
+        for kept in range(len(rules), 0, -1):
+            fitting = [e for e in pool if all(keeps(placed, int(slate.items[e]), r) for r in rules[:kept])]
+            if fitting:
+                pick = fitting[0]
+                break
+        pool.remove(pick)
+        placed.append(int(slate.items[pick]))
+    return placed
+
+
+def test_window_caps_fill_each_position_as_defined() -> None:
+    rng = np.random.default_rng(7)
+    for case in range(300):
+        n = int(rng.integers(5, 80))
+        cats = sp.csr_matrix(rng.random((n, 4)) < 0.4)
+        cat = Catalog(pd.Index([f"i{i}" for i in range(n)]), pd.Index(list("abcd")), cats,
+                      np.array([f"p{i % 3}" if i % 7 else None for i in range(n)], dtype=object),
+                      np.full(n, UNKNOWN, np.int64), np.ones(n, bool), [{}] * n, None)  # fmt: skip
+        size = int(rng.integers(1, n + 1))
+        slate = Slate.of(rng.permutation(n)[:size], rng.normal(size=size), np.full(size, "als", dtype=object))
+        rules = tuple(
+            WindowCapConfig(by=str(rng.choice(["category", "provider"])), max_items=int(rng.integers(1, 3)),
+                            window=int(rng.integers(2, 8)), depth=float(rng.choice([1.0, 2.0, 5.0])))
+            for _ in range(int(rng.integers(1, 4)))
+        )  # fmt: skip
+        slate = dataclasses.replace(slate, fixed=rng.random(size) < 0.1, caps=rules)
+        request = Request(user=0, now_us=NOW, k=int(rng.integers(1, 25)))
+        got = keep_caps(slate, request, cat)
+        k = min(request.k, len(slate))
+        assert got.items[:k].tolist() == _caps_by_definition(slate, request, cat)[:k], case
