@@ -32,6 +32,7 @@ class FeedbackLog:
         self._engaged = shown["engaged"].to_numpy(bool)[order]
         engaged_us = shown["engaged_us"].to_numpy(np.float64)[order] if "engaged_us" in shown else self._when
         self._engaged_us = np.where(self._engaged, np.nan_to_num(engaged_us, nan=np.inf), np.inf)
+        self._engaged_sorted = np.sort(self._engaged_us)  # how many engagements came before a given now
         self._provider = catalog.provider[self._item] if len(self._item) else np.zeros(0, np.int64)
         self._providers = catalog.providers
         self._n_items = len(catalog)
@@ -42,12 +43,16 @@ class FeedbackLog:
 
     def item_counts(self, items: np.ndarray, now_us: int) -> tuple[np.ndarray, np.ndarray]:
         end = int(np.searchsorted(self._when, now_us, side="left"))
+        # the rows counted are those shown before now (the first ``end``) and, as engaged, those of them
+        # engaged before now: unchanged while both counts are, so a served request (its now after the whole
+        # log) reuses the totals instead of counting the log again
+        key = (end, int(np.searchsorted(self._engaged_sorted, now_us, side="left")))
         totals = self._totals
-        if totals is None or totals[0] != (end, now_us):
+        if totals is None or totals[0] != key:
             engaged_now = self._engaged_us[:end] < now_us
             shown = np.bincount(self._item[:end], minlength=self._n_items).astype(np.float64)
             engaged = np.bincount(self._item[:end][engaged_now], minlength=self._n_items).astype(np.float64)
-            totals = self._totals = ((end, now_us), shown, engaged)
+            totals = self._totals = (key, shown, engaged)
         _, shown, engaged = totals
         known = items < self._n_items
         at = np.where(known, items, 0)

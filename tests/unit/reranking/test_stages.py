@@ -283,6 +283,9 @@ def test_the_feedback_log_counts_only_what_came_before_now_and_inside_windows() 
     timed = shown_log([(0, 1, DAY_US, True), (0, 2, DAY_US, True)]).assign(engaged_us=[2 * DAY_US, 9 * DAY_US])
     later = FeedbackLog(timed, cat)
     assert later.item_counts(np.array([1, 2]), now_us=3 * DAY_US)[1].tolist() == [1, 0]
+    # the same exposures shown before both nows: only the engagement between them changes the counts
+    assert later.item_counts(np.array([1, 2]), now_us=10 * DAY_US)[1].tolist() == [1, 1]
+    assert later.item_counts(np.array([1, 2]), now_us=3 * DAY_US)[1].tolist() == [1, 0]
     assert later.user_ignored(0, np.array([1, 2]), 3 * DAY_US, 0).tolist() == [0, 1]
     assert log.user_ignored(3, np.array([1]), 6 * DAY_US, 0).tolist() == [0]
     # p1 (item 1) twice, p0 (item 2) twice, i9 has no provider: shares of every exposure in the window
