@@ -120,6 +120,17 @@ class ItemKNN(CandidateSource):
         return self._recent(users).csr()
 
     def _recent(self, users: np.ndarray) -> Rows:
+        """The last call's answer is kept: a request asks twice (its candidates, then ``because``)."""
+        users = np.asarray(users)
+        memo = getattr(self, "_memo", None)
+        fresh = memo is not None and memo[1] is self._user_items and memo[2] is self._user_last
+        if fresh and np.array_equal(memo[0], users):
+            return memo[3]  # type: ignore[no-any-return]
+        found = self._recent_of(users)
+        self._memo = (users.copy(), self._user_items, self._user_last, found)  # replaced whole: thread-safe
+        return found
+
+    def _recent_of(self, users: np.ndarray) -> Rows:
         _ = self.snapshot
         width = self.similarity.shape[0]
         # a stored zero is no interaction and must not take a recent slot
@@ -151,12 +162,12 @@ class ItemKNN(CandidateSource):
 
     def _because(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         out = np.full(items.shape, -1, np.int64)
-        recent = self.recent_weights(users).tocoo()
+        recent = self._recent(users)
         width = items.shape[1]
         # one row per (history entry, candidate slot) of the same user
         entry = np.repeat(np.arange(recent.nnz), width)
         slot = np.tile(np.arange(width), recent.nnz)
-        user, source = recent.row[entry], recent.col[entry]
+        user, source = recent.row_ids()[entry], recent.indices[entry]
         target = items[user, slot]
         ok = (target >= 0) & (target < self.similarity.shape[0])
         entry, slot, user, source, target = entry[ok], slot[ok], user[ok], source[ok], target[ok]

@@ -175,8 +175,10 @@ class Recommender:
         engine = loaded.engine
         histories = [by_user.get(r.user_id, EMPTY_EVENTS) for r in requests]
         with loaded.lock:
-            self._fold_in(loaded, requests, histories)
-            users = self._rows(engine, [r.user_id for r in requests])
+            rows = engine.user_index([r.user_id for r in requests])
+            if self._fold_in(loaded, requests, histories, rows >= 0):  # (it may add users: look them up again)
+                rows = engine.user_index([r.user_id for r in requests])
+            users = self._rows(engine, rows)
             keys = engine.config.features.context_keys
             contexts = [Context.of_event(now, dict(r.context), keys) for r in requests]
             unavailable = self._unavailable(loaded)
@@ -214,14 +216,15 @@ class Recommender:
             cached = self._unavailable_cache = (loaded, now_unavailable, n_items, indices)
         return cached[3]
 
-    def _fold_in(self, loaded: Loaded, requests: Sequence[ListRequest], histories: Sequence[UserEvents]) -> None:
+    def _fold_in(
+        self, loaded: Loaded, requests: Sequence[ListRequest], histories: Sequence[UserEvents], known: np.ndarray
+    ) -> bool:
         """Fold each user's events since the model's training end into its vectors, when they changed since
-        the last fold. A user the model does not know is added once they have events or stored attributes;
-        until then they are served as the anonymous newcomer (see :meth:`_rows`), so made-up ids do not grow
-        the model."""
+        the last fold (``known``: whether the model knows each user). A user the model does not know is added
+        once they have events or stored attributes; until then they are served as the anonymous newcomer
+        (see :meth:`_rows`), so made-up ids do not grow the model. Whether anything was folded."""
         engine = loaded.engine
         end = loaded.trained_until_us
-        known = engine.user_index([r.user_id for r in requests]) >= 0
         marks: dict[str, tuple[int, str]] = {}
         frames = []
         for request, events, is_known in zip(requests, histories, known, strict=True):
@@ -237,7 +240,7 @@ class Recommender:
             marks[request.user_id] = mark
             frames.append(recent.frame(request.user_id))
         if not marks:
-            return
+            return False
         stored = {u["user_id"]: u.get("attributes") or {} for u in self.store.get_users(list(marks))}
         changed = [u for u, mark in marks.items() if mark != (0, "") or stored.get(u)]
         if changed:
@@ -246,11 +249,11 @@ class Recommender:
                                           config=engine.snapshot.config, users=users)  # fmt: skip
             engine.fold_in(history)
         loaded.folded.update({u: marks[u] for u in changed})  # only once folded: a failure is retried next time
+        return bool(changed)
 
-    def _rows(self, engine: Any, user_ids: Sequence[str]) -> np.ndarray:
-        """Each user's row in the engine; users it does not know (no events, no attributes) share one row
-        without history, added once per model."""
-        rows = engine.user_index(list(user_ids))
+    def _rows(self, engine: Any, rows: np.ndarray) -> np.ndarray:
+        """Each user's row in the engine (``rows``: the engine's index, -1 where unknown); users it does not
+        know (no events, no attributes) share one row without history, added once per model."""
         if (rows < 0).any():
             anonymous = engine.user_index([_ANONYMOUS])[0]
             if anonymous < 0:
