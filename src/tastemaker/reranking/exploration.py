@@ -122,15 +122,17 @@ def _rank_chances(draws: np.ndarray, explored: np.ndarray, alpha: np.ndarray, be
     width = min(m + 1, draws.shape[1])
     top = np.argsort(-draws, axis=1)[:, :width]
     values = np.take_along_axis(draws, top, axis=1)  # each run's largest draws, descending
+    # per explored item (axis 0), each run's largest draws of the others: the run's, with the item's own draw
+    # taken out where it is among them (positions from its own on read the next one)
+    mine = np.cumsum(top[None, :, :] == np.asarray(explored)[:, None, None], axis=2) > 0
+    others = np.where(mine, np.roll(values, -1, axis=1)[None], values[None])[:, :, :m]  # (m, runs, m)
+    if width <= m:  # a pool of m items: the last "other" does not exist
+        others[:, :, width - 1 :] = 0.0
+    ranks = np.arange(m)
     bounds = np.empty((m, 2, runs))
-    for rank, item in enumerate(explored):
-        # the others' largest: the run's, with this item's own draw taken out where it is among them
-        mine = np.cumsum(top == item, axis=1) > 0
-        others = np.where(mine, np.roll(values, -1, axis=1), values)[:, :m]
-        if width <= m:  # a pool of m items: the last "other" does not exist
-            others[:, width - 1 :] = 0.0
-        bounds[rank, 0] = others[:, rank - 1] if rank > 0 else 1.0
-        bounds[rank, 1] = others[:, rank] if rank < others.shape[1] else 0.0
+    bounds[0, 0] = 1.0  # the r-th item lies between the others' (r-1)-th and r-th largest draws
+    bounds[1:, 0] = others[ranks[1:], :, ranks[1:] - 1]
+    bounds[:, 1] = others[ranks, :, ranks]
     cdf = betainc(alpha[explored][:, None, None], beta[explored][:, None, None], bounds)
     return np.maximum((cdf[:, 0] - cdf[:, 1]).mean(axis=1), np.finfo(np.float64).tiny)
 
