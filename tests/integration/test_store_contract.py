@@ -177,6 +177,8 @@ def test_items_frame_reads_the_items_updated_since(store, clock: FixedClock) -> 
     store.upsert_items([{"item_id": "b", "title": "B"}, {"item_id": "c"}])
     assert sorted(store.items_frame(updated_since_us=clock.now_us())["item_id"]) == ["b", "c"]
     assert len(store.items_frame()) == 3
+    assert store.count_items(updated_since_us=clock.now_us()) == 2 and store.count_items() == 3
+    assert store.count_items(updated_since_us=clock.now_us() + 1) == 0
 
 
 def test_a_ping_answers(store) -> None:

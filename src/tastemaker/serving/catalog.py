@@ -45,6 +45,8 @@ class CatalogView:
         self._notes: list[tuple[int, dict[str, Any]]] = []  # item writes applied since the running refresh began
         self._note_seq = 0
         self._items_until: int | None = None  # items updated from here on are read at the next refresh
+        self._at_until = 0  # how many of the items read were updated at exactly that instant
+        self._total = 1.0  # the counted events (popularity scores are shares of it)
         self.refreshed_us: int | None = None
 
     def refresh(self, now_us: int, *, popularity: bool = True) -> pd.DataFrame:
@@ -52,7 +54,7 @@ class CatalogView:
         (always the first time), recount popularity in the store; returns the item rows read."""
         with self._lock:
             started = self._note_seq
-        items = self._store.items_frame(updated_since_us=self._items_until)
+        items = self._changed_items()
         table = None
         if popularity or self.refreshed_us is None:
             table = _ranked(self._store.item_counts(since_us=now_us - int(self._days * DAY_US), until_us=now_us + 1))
@@ -63,17 +65,33 @@ class CatalogView:
         with self._lock:
             for row in items.to_dict("records"):
                 self._apply(row)
-            if len(items):  # ">=": rows written in the same microsecond as the newest read are read again
+            if len(items):  # rows written later in the newest read's microsecond are caught by the counts
                 self._items_until = int(items["updated_at_us"].max())
+                self._at_until = int((items["updated_at_us"] == self._items_until).sum())
             if table is not None:
                 self._ranked = table["item_id"].tolist()
                 self._counts = dict(zip(table["item_id"], table["n"], strict=True))
+                self._total = float(table["n"].sum()) or 1.0
             self.refreshed_us = now_us
             late = [row for seq, row in self._notes if seq > started]  # written while the items were read
             self._notes = []
             for row in late:
                 self._apply(row)
         return items
+
+    def _changed_items(self) -> pd.DataFrame:
+        """The items updated since the newest instant read so far (every item the first time). Counted first:
+        while that instant holds no more rows than were read at it (fewer: some were rewritten later), none
+        came since and only later ones are read; after a bulk import its last batch shares one instant and
+        would otherwise be read again every refresh. Missed that way: rows written at that very microsecond
+        by another process after the read, while at least as many of it were rewritten later (two writers in
+        one microsecond)."""
+        since = self._items_until
+        if since is not None:
+            later = self._store.count_items(updated_since_us=since + 1)
+            if self._store.count_items(updated_since_us=since) - later <= self._at_until:
+                return self._store.items_frame(updated_since_us=since + 1)  # (when none: empty, with the columns)
+        return self._store.items_frame(updated_since_us=since)
 
     def note_items(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Apply items just stored (the store's own rows, as ``get_items`` returns them)."""
@@ -103,9 +121,9 @@ class CatalogView:
         """The ``k`` most engaged-with available items (of ``category``), none of ``exclude``; scores are
         each item's share of the counted events."""
         with self._lock:
-            ranked, counts, unavailable, cats = self._ranked, self._counts, self._unavailable, self._categories
+            ranked, counts, total = self._ranked, self._counts, self._total
+            unavailable, cats = self._unavailable, self._categories
         skip = set(exclude) | unavailable
-        total = sum(counts.values()) or 1.0
         picked: list[str] = []
         for item in ranked:
             if item in skip or (category is not None and category not in cats.get(item, ())):

@@ -188,6 +188,11 @@ class Store(ABC):
         """Every item, one row each (only those with ``updated_at_us >= updated_since_us``, when given)."""
 
     @abstractmethod
+    def count_items(self, *, updated_since_us: int | None = None) -> int:
+        """How many items there are (only those with ``updated_at_us >= updated_since_us``, when given): a
+        cheap check before reading what changed."""
+
+    @abstractmethod
     def item_counts(self, *, since_us: int | None = None, until_us: int | None = None) -> pd.DataFrame:
         """Events per item (``item_id``, ``events``) with ``since_us <= timestamp_us < until_us``, counted by
         the database."""

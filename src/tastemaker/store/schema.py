@@ -41,6 +41,7 @@ items = Table(
     Column("available", Boolean, nullable=False),
     Column("attributes", _json, nullable=False),
     Column("updated_at_us", BigInteger, nullable=False),
+    Index("ix_items_updated", "updated_at_us"),  # a server reads what changed since its last look
 )
 
 users = Table(

@@ -260,6 +260,13 @@ class SqlStore(Store):
             stmt = stmt.where(items.c.updated_at_us >= updated_since_us)
         return self._frame(stmt, list(items.c.keys()))
 
+    def count_items(self, *, updated_since_us: int | None = None) -> int:
+        stmt = select(func.count()).select_from(items)
+        if updated_since_us is not None:
+            stmt = stmt.where(items.c.updated_at_us >= updated_since_us)
+        with self._transaction("count items") as conn:
+            return int(conn.execute(stmt).scalar_one())
+
     def item_counts(self, *, since_us: int | None = None, until_us: int | None = None) -> pd.DataFrame:
         stmt = select(events.c.item_id, func.count().label("events")).group_by(events.c.item_id)
         if since_us is not None:

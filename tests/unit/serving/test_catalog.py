@@ -31,3 +31,19 @@ def test_popularity_counts_the_window_first_then_older_events(tmp_path: Path) ->
         assert "c" not in view.popular(10).item_ids and view.unavailable == {"c"}
         view.refresh(to_us(NOW))
         assert view.popular(2).item_ids == ["b", "a"] and view.categories("a") == ("Jazz",)
+
+
+def test_a_refresh_reads_only_items_changed_since_the_last(tmp_path: Path) -> None:
+    clock = FixedClock(NOW)
+    with open_store(f"sqlite:///{tmp_path / 's.db'}", clock=clock) as store:
+        store.upsert_items([{"item_id": f"i{n}", "categories": ["Jazz"]} for n in range(50)])  # one instant
+        view = CatalogView(store)
+        assert len(view.refresh(clock.now_us())) == 50
+        assert len(view.refresh(clock.now_us())) == 0  # the batch's instant is not read again
+        store.upsert_items([{"item_id": "late", "categories": ["Rock"]}])  # another row at that same instant
+        assert len(view.refresh(clock.now_us())) == 51 and view.categories("late") == ("Rock",)  # read again
+        clock.advance(1)
+        store.upsert_items([{"item_id": "i7", "categories": ["Rock"], "available": False}])  # one of them, later
+        assert view.refresh(clock.now_us())["item_id"].tolist() == ["i7"]
+        assert view.categories("i7") == ("Rock",) and view.unavailable == {"i7"}
+        assert len(view.refresh(clock.now_us())) == 0
