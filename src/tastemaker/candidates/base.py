@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from tastemaker.data.snapshot import Snapshot, SnapshotConfig, as_ids, to_interactions
+from tastemaker.data.snapshot import Snapshot, SnapshotConfig, positions, to_interactions
 from tastemaker.errors import DataFormatError, NotFittedError
 
 __all__ = [
@@ -318,10 +318,10 @@ class CandidateSource(ABC):
 
     def user_index(self, user_ids: object) -> np.ndarray:
         """Indices of ``user_ids`` (snapshot rows, then folded-in users); -1 for unknown users."""
-        return self.user_ids.get_indexer(as_ids(user_ids))
+        return positions(self.user_ids, user_ids)
 
     def item_index(self, item_ids: object) -> np.ndarray:
-        return self.item_ids.get_indexer(as_ids(item_ids))
+        return positions(self.item_ids, item_ids)
 
     def user_items(self, users: np.ndarray) -> sp.csr_matrix:
         """Interaction weights of ``users`` (snapshot plus folded-in history), ``n_items`` wide (a copy)."""

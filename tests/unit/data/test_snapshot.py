@@ -133,3 +133,14 @@ def test_a_pair_keeps_its_first_non_empty_event_context() -> None:
     found = {(snap.user_ids[u], snap.item_ids[i]): c for u, i, c in
              zip(table["user_idx"], table["item_idx"], table["context"], strict=True)}  # fmt: skip
     assert found == {("u", "i"): {"device": "mobile"}, ("u", "j"): None, ("v", "i"): {"device": "tv"}}
+
+
+def test_ids_are_found_alike_one_by_one_and_in_bulk() -> None:
+    from tastemaker.data.snapshot import as_ids, positions
+
+    index = pd.Index([str(i) for i in range(100)], dtype=object)
+    for ids in (["3", 7, "nope", "99"], ("0",), [], [str(i) for i in range(40)], np.array(["5", "x"], dtype=object)):
+        expected = index.get_indexer(as_ids(ids)) if len(ids) else np.zeros(0, np.int64)
+        got = positions(index, ids)
+        assert got.dtype == np.int64 and got.tolist() == expected.tolist()
+    assert positions(index, ["3", 7, "nope"]).tolist() == [3, 7, -1]  # 7 and "7" are the same id
