@@ -251,6 +251,23 @@ def test_exposures_are_stored_once_with_their_items(store) -> None:
     assert store.counts()["exposures"] == 1
 
 
+def test_an_exposure_batch_over_one_insert_stores_only_the_new_ones_with_their_contexts(store) -> None:
+    def shown(n: int, context: dict | None) -> Exposure:
+        return Exposure(f"r{n:05d}", f"u{n % 7}", "personalized", to_us(NOW) + n,
+                        [ExposedItem(p, f"m{n}-{p}", 1.0 / p, "als", 0.5) for p in (1, 2, 3)], context=context)  # fmt: skip
+
+    assert store.record_exposures([shown(n, {"device": "tv"}) for n in range(0, 2_500, 2)]) == 1_250
+    batch = [shown(n, {"device": "mobile", "hour": 3.5} if n % 3 else None) for n in range(2_500)]
+    assert store.record_exposures(batch) == 1_250  # the odd ones; the even ones were stored before
+    frame = store.exposures_frame()
+    assert len(frame) == 3 * 2_500 and store.counts()["exposures"] == 2_500
+    one = frame.groupby("request_id").first()
+    assert one.loc["r00002", "context"] == {"device": "tv"}  # stored first, not overwritten
+    assert one.loc["r00001", "context"] == {"device": "mobile", "hour": 3.5} and one.loc["r00003", "context"] is None
+    assert list(frame.loc[frame["request_id"] == "r00001", "item_id"]) == ["m1-1", "m1-2", "m1-3"]
+    assert frame.loc[frame["request_id"] == "r00001", "score"].tolist() == [1.0, 0.5, 1.0 / 3]
+
+
 def test_concurrent_writers_store_each_event_once(store_url: str, clock: FixedClock) -> None:
     events = [event(i) for i in range(600)]
     totals: list[int] = []
@@ -389,3 +406,25 @@ def test_an_unchanged_upsert_leaves_the_row_untouched(store_url: str) -> None:
         store.upsert_items([{**item, "attributes": {"year": 1996}}])
         stored = store.get_items(["m1"])[0]
         assert stored["updated_at_us"] == to_us(NOW) + 60_000_000 and stored["attributes"] == {"year": 1996}
+
+
+def test_shown_items_and_engagements_are_the_exposure_logs_reads(store, clock: FixedClock) -> None:
+    at = to_us(NOW)
+    store.record_exposures([
+        Exposure("r2", "u2", "personalized", at + 5, [ExposedItem(1, "m3", 0.9, "als", 1.0)]),
+        Exposure("r1", "u1", "personalized", at, [ExposedItem(2, "m2", 0.5, "als", 1.0),
+                                                  ExposedItem(1, "m1", 0.9, "als", 1.0)]),
+        Exposure("c1", "u3", "control", at, [ExposedItem(1, "m1", 0.9, "popular", 1.0)]),
+    ])  # fmt: skip
+    shown = store.shown_items(since_us=at, until_us=at + 10, variant="personalized")
+    assert shown.values.tolist() == [["r1", "u1", "m1", at], ["r1", "u1", "m2", at], ["r2", "u2", "m3", at + 5]]
+    assert len(store.shown_items(since_us=at, until_us=at + 10)) == 4
+    assert store.shown_items(since_us=at + 1, until_us=at + 5, variant="personalized").empty
+    clicks = [{"event_id": f"k{i}", "user_id": "u1", "item_id": "m2", "type": t, "timestamp": f"2026-11-26T12:0{i}:00Z",
+               "request_id": "r1"} for i, t in enumerate(["view", "click", "click"])]  # fmt: skip
+    store.ingest_events(clicks)
+    found = store.engagements(since_us=at - 1, until_us=at + 10**9, types=["click"])
+    assert found.values.tolist() == [["r1", "m2", to_us("2026-11-26T12:01:00Z")]]  # the first click
+    assert store.engagements(since_us=at - 1, until_us=at + 10**9)["engaged_us"].tolist() == [at]  # the view
+    later = clock.now_us() + 1
+    assert store.engagements(since_us=at - 1, until_us=at + 10**9, ingested_since_us=later).empty

@@ -1,9 +1,12 @@
 """The exposure log the re-rankers read (fatigue, provider fairness, exploration), kept in memory and read
-from the store incrementally: each refresh reads the exposures since the last one (less a margin for
-exposures still being written) and the engagements attributed since then, instead of the whole window.
+from the store incrementally. Each refresh reads the shown items of exposures since the last one (less a margin
+for exposures still being written: those rows are replaced, not merged) and the engagements attributed since,
+by the time they were ingested (an event the client sends late still counts), looked up by request id: the
+work of a refresh follows what is new, not the log's size.
 
 Rows are the personalized arm's shown items of the last ``days`` days, at most ``max_rows`` of them (the
-newest): at high traffic the window is the last ``max_rows`` impressions, not the whole ``days``.
+newest): at high traffic the window is the last ``max_rows`` impressions, not the whole ``days``. An exposure
+written more than the margin after its request time (a store outage) is stored but not in this log.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from tastemaker.store.base import Store
 __all__ = ["ExposureLog"]
 
 DAY_US = 86_400 * 1_000_000
-_KEY = ["request_id", "slate", "position"]
-_COLUMNS = [*_KEY, "user_id", "item_id", "timestamp_us", "engaged_us"]
+_SKEW_US = 300_000_000  # an attributed event's (client) time may put it this much before its exposure
+_COLUMNS = ["request_id", "user_id", "item_id", "timestamp_us", "engaged_us"]
 
 
 class ExposureLog:
@@ -29,41 +32,83 @@ class ExposureLog:
         days: float,
         engagement_types: tuple[str, ...],
         max_rows: int = 2_000_000,
-        margin_us: int = 30_000_000,
+        margin_us: int = 5_000_000,
     ) -> None:
         self._store, self._days, self._types = store, days, tuple(engagement_types)
         self._max_rows, self._margin = max_rows, margin_us
-        self._rows = pd.DataFrame({c: [] for c in _COLUMNS})
+        # the rows, by time (then request, slate, position), as parallel arrays
+        self._request = np.zeros(0, dtype=object)
+        self._user = np.zeros(0, dtype=object)
+        self._item = np.zeros(0, dtype=object)
+        self._shown = np.zeros(0, np.int64)
+        self._engaged = np.zeros(0, np.float64)  # NaN: nothing attributed yet
+        self._first = 0  # the absolute number of row 0 (rows leave from the front)
+        self._spans: dict[str, tuple[int, int]] = {}  # request id -> its rows, absolute [start, end)
         self._read_until: int | None = None
 
     @property
     def rows(self) -> pd.DataFrame:
-        return self._rows
+        """The log: request_id, user_id, item_id, timestamp_us, engaged_us (NaN when nothing engaged)."""
+        return pd.DataFrame(dict(zip(_COLUMNS, (self._request, self._user, self._item, self._shown, self._engaged),
+                                     strict=True)))  # fmt: skip
 
     def update(self, now_us: int) -> pd.DataFrame:
-        """Read what is new up to ``now_us``; returns the rows (request_id, slate, position, user_id, item_id,
-        timestamp_us, engaged_us: NaN when nothing engaged)."""
+        """Read what is new up to ``now_us``; returns :attr:`rows`."""
         since = now_us - int(self._days * DAY_US)
-        start = since if self._read_until is None else max(since, self._read_until - self._margin)
-        shown = self._store.exposures_frame(since_us=start, until_us=now_us + 1, engagement_types=self._types)
-        shown = shown.loc[shown["variant"] == PERSONALIZED, _COLUMNS] if len(shown) else shown.reindex(columns=_COLUMNS)
-        rows = pd.concat([self._rows, shown], ignore_index=True) if len(self._rows) else shown
-        rows = rows.drop_duplicates(_KEY, keep="last")
-        if self._read_until is not None and len(rows):  # engagements with exposures read before
-            rows = self._engaged_since(rows, self._read_until - self._margin, now_us)
-        rows = rows[rows["timestamp_us"] >= since].sort_values("timestamp_us", kind="stable").tail(self._max_rows)
-        self._rows, self._read_until = rows.reset_index(drop=True), now_us + 1
-        return self._rows
+        first_read = self._read_until is None
+        start = since if first_read else max(since, self._read_until - self._margin)
+        new = self._store.shown_items(since_us=start, until_us=now_us + 1, variant=PERSONALIZED)
+        kept = self._replace_from(start, new)
+        if first_read:  # every engagement with the window's exposures
+            engaged = self._store.engagements(since_us=since - _SKEW_US, until_us=now_us + 1, types=self._types)
+        else:  # those ingested since the last read (whatever time the client gave them)
+            engaged = self._store.engagements(since_us=since - _SKEW_US, until_us=now_us + 1, types=self._types,
+                                              ingested_since_us=self._read_until - self._margin)  # fmt: skip
+        self._attribute(kept)
+        self._attribute(engaged.itertuples(index=False, name=None))
+        self._trim(max(int(np.searchsorted(self._shown, since, side="left")), len(self._shown) - self._max_rows))
+        self._read_until = now_us + 1
+        return self.rows
 
-    def _engaged_since(self, rows: pd.DataFrame, since_us: int, now_us: int) -> pd.DataFrame:
-        events = self._store.events_frame(since_us=since_us, until_us=now_us + 1,
-                                          columns=("request_id", "item_id", "type", "timestamp_us"))  # fmt: skip
-        events = events[events["request_id"].notna() & events["type"].isin(self._types)]
-        if not len(events):
-            return rows
-        first = events.groupby(["request_id", "item_id"])["timestamp_us"].min()
-        keys = pd.MultiIndex.from_arrays([rows["request_id"], rows["item_id"]])
-        later = first.reindex(keys).to_numpy(np.float64)
-        rows = rows.copy()
-        rows["engaged_us"] = np.fmin(rows["engaged_us"].to_numpy(np.float64), later)
-        return rows
+    def _replace_from(self, start: int, new: pd.DataFrame) -> list[tuple[str, str, float]]:
+        """The rows shown at or after ``start`` replaced by ``new`` (a fresh read of them and any later ones);
+        returns the engagements the replaced rows had, to attribute again."""
+        cut = int(np.searchsorted(self._shown, start, side="left"))
+        engaged = np.flatnonzero(~np.isnan(self._engaged[cut:])) + cut
+        kept = [(self._request[i], self._item[i], float(self._engaged[i])) for i in engaged]
+        for request in dict.fromkeys(self._request[cut:].tolist()):
+            self._spans.pop(request, None)
+        n = len(new)
+        requests = new["request_id"].to_numpy(object)
+        self._request = np.concatenate([self._request[:cut], requests])
+        self._user = np.concatenate([self._user[:cut], new["user_id"].to_numpy(object)])
+        self._item = np.concatenate([self._item[:cut], new["item_id"].to_numpy(object)])
+        self._shown = np.concatenate([self._shown[:cut], new["timestamp_us"].to_numpy(np.int64)])
+        self._engaged = np.concatenate([self._engaged[:cut], np.full(n, np.nan)])
+        if n:  # a request's rows are contiguous (the read is ordered by time, then request)
+            starts = np.flatnonzero(np.r_[True, requests[1:] != requests[:-1]])
+            ends = np.r_[starts[1:], n]
+            base = self._first + cut
+            self._spans.update(zip(requests[starts].tolist(), zip((base + starts).tolist(), (base + ends).tolist())))
+        return kept
+
+    def _attribute(self, engaged: object) -> None:
+        """Each (request id, item id, time): the item's rows of that request engaged then, or earlier."""
+        for request, item, at in engaged:  # type: ignore[attr-defined]
+            span = self._spans.get(request)
+            if span is None:
+                continue
+            lo, hi = max(span[0] - self._first, 0), span[1] - self._first  # (its first rows may have left)
+            rows = np.flatnonzero(self._item[lo:hi] == item) + lo
+            self._engaged[rows] = np.fmin(self._engaged[rows], at)
+
+    def _trim(self, drop: int) -> None:
+        if drop <= 0:
+            return
+        for request in dict.fromkeys(self._request[:drop].tolist()):
+            span = self._spans.get(request)
+            if span is not None and span[1] - self._first <= drop:
+                del self._spans[request]
+        self._request, self._user, self._item = self._request[drop:], self._user[drop:], self._item[drop:]
+        self._shown, self._engaged = self._shown[drop:], self._engaged[drop:]
+        self._first += drop

@@ -214,6 +214,26 @@ class Store(ABC):
         ``engagement_types`` only, when given), NaN when none did (the exposure's attribution)."""
 
     @abstractmethod
+    def shown_items(self, *, since_us: int, until_us: int, variant: str | None = None) -> pd.DataFrame:
+        """One row per exposed item (``request_id``, ``user_id``, ``item_id``, ``timestamp_us``) of the
+        exposures with ``since_us <= timestamp_us < until_us`` (of ``variant`` only, when given), ordered by
+        time, request id, slate and position: the serving exposure log's read, without scores, context or
+        attribution (:meth:`exposures_frame` has them)."""
+
+    @abstractmethod
+    def engagements(
+        self,
+        *,
+        since_us: int,
+        until_us: int,
+        types: Sequence[str] | None = None,
+        ingested_since_us: int | None = None,
+    ) -> pd.DataFrame:
+        """Per (``request_id``, ``item_id``) of the events that carry a request id, with ``since_us <=
+        timestamp_us < until_us`` (of ``types`` only, and ingested at or after ``ingested_since_us`` only, when
+        given): the first one's time, ``engaged_us``."""
+
+    @abstractmethod
     def counts(self) -> dict[str, int]:
         """Row counts of items, users, events and exposures."""
 

@@ -310,6 +310,38 @@ class SqlStore(Store):
                              exposure_items.c.position)  # fmt: skip
         return self._frame(stmt, [c.name for c in cols])
 
+    def shown_items(self, *, since_us: int, until_us: int, variant: str | None = None) -> pd.DataFrame:
+        stmt = (
+            select(exposures.c.request_id, exposures.c.user_id, exposure_items.c.item_id, exposures.c.timestamp_us)
+            .join(exposure_items, exposure_items.c.request_id == exposures.c.request_id)
+            .where(exposures.c.timestamp_us >= since_us, exposures.c.timestamp_us < until_us)
+            .order_by(exposures.c.timestamp_us, exposures.c.request_id, exposure_items.c.slate,
+                      exposure_items.c.position)
+        )  # fmt: skip
+        if variant is not None:
+            stmt = stmt.where(exposures.c.variant == variant)
+        return self._frame(stmt, ["request_id", "user_id", "item_id", "timestamp_us"])
+
+    def engagements(
+        self,
+        *,
+        since_us: int,
+        until_us: int,
+        types: Sequence[str] | None = None,
+        ingested_since_us: int | None = None,
+    ) -> pd.DataFrame:
+        stmt = (
+            select(events.c.request_id, events.c.item_id, func.min(events.c.timestamp_us).label("engaged_us"))
+            .where(events.c.request_id.is_not(None), events.c.timestamp_us >= since_us,
+                   events.c.timestamp_us < until_us)
+            .group_by(events.c.request_id, events.c.item_id)
+        )  # fmt: skip
+        if types is not None:
+            stmt = stmt.where(events.c.type.in_(list(types)))
+        if ingested_since_us is not None:
+            stmt = stmt.where(events.c.ingested_at_us >= ingested_since_us)
+        return self._frame(stmt, ["request_id", "item_id", "engaged_us"])
+
     def counts(self) -> dict[str, int]:
         with self._transaction("count rows") as conn:
             return {
