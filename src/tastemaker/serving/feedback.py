@@ -62,7 +62,7 @@ class ExposureLog:
         if first_read:  # every engagement with the window's exposures
             engaged = self._store.engagements(since_us=since - _SKEW_US, until_us=now_us + 1, types=self._types)
         else:  # those ingested since the last read (whatever time the client gave them)
-            engaged = self._store.engagements(since_us=since - _SKEW_US, until_us=now_us + 1, types=self._types,
+            engaged = self._store.engagements(until_us=now_us + 1, types=self._types,
                                               ingested_since_us=self._read_until - self._margin)  # fmt: skip
         self._attribute(kept)
         self._attribute(engaged.itertuples(index=False, name=None))

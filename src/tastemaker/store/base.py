@@ -224,14 +224,14 @@ class Store(ABC):
     def engagements(
         self,
         *,
-        since_us: int,
-        until_us: int,
+        since_us: int | None = None,
+        until_us: int | None = None,
         types: Sequence[str] | None = None,
         ingested_since_us: int | None = None,
     ) -> pd.DataFrame:
         """Per (``request_id``, ``item_id``) of the events that carry a request id, with ``since_us <=
-        timestamp_us < until_us`` (of ``types`` only, and ingested at or after ``ingested_since_us`` only, when
-        given): the first one's time, ``engaged_us``."""
+        timestamp_us < until_us`` (each bound when given; of ``types`` only, and ingested at or after
+        ``ingested_since_us`` only, when given): the first one's time, ``engaged_us``."""
 
     @abstractmethod
     def counts(self) -> dict[str, int]:
