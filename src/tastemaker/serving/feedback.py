@@ -49,8 +49,9 @@ class ExposureLog:
     @property
     def rows(self) -> pd.DataFrame:
         """The log: request_id, user_id, item_id, timestamp_us, engaged_us (NaN when nothing engaged)."""
-        return pd.DataFrame(dict(zip(_COLUMNS, (self._request, self._user, self._item, self._shown, self._engaged),
-                                     strict=True)))  # fmt: skip
+        ids = {name: pd.Series(values, dtype=object) for name, values in  # (object: no conversion to str)
+               zip(_COLUMNS[:3], (self._request, self._user, self._item), strict=True)}  # fmt: skip
+        return pd.DataFrame({**ids, "timestamp_us": self._shown, "engaged_us": self._engaged})
 
     def update(self, now_us: int) -> pd.DataFrame:
         """Read what is new up to ``now_us``; returns :attr:`rows`."""
