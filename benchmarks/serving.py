@@ -175,7 +175,7 @@ def in_process(db: str, models_dir: str, user_ids: list[str], args: argparse.Nam
         candidates = rng.permutation(np.array(user_ids, dtype=object))[: args.requests * 2]
         personal = candidates[assign(list(candidates), settings.holdout) == PERSONALIZED][: args.requests]
         stages = Stages()  # the request's stages, timed in place (a wrapper costs ~1 µs)
-        store.events_frame = stages.wrap("store_read", store.events_frame)  # type: ignore[method-assign]
+        store.user_events = stages.wrap("store_read", store.user_events)  # type: ignore[method-assign]
         recommender._fold_in = stages.wrap("fold_in", recommender._fold_in)  # type: ignore[method-assign]
         loaded.engine.recommend = stages.wrap("engine", loaded.engine.recommend)  # type: ignore[method-assign]
 
