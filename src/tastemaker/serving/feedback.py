@@ -90,7 +90,8 @@ class ExposureLog:
             starts = np.flatnonzero(np.r_[True, requests[1:] != requests[:-1]])
             ends = np.r_[starts[1:], n]
             base = self._first + cut
-            self._spans.update(zip(requests[starts].tolist(), zip((base + starts).tolist(), (base + ends).tolist())))
+            spans = zip((base + starts).tolist(), (base + ends).tolist(), strict=True)
+            self._spans.update(zip(requests[starts].tolist(), spans, strict=True))
         return kept
 
     def _attribute(self, engaged: object) -> None:
