@@ -1,0 +1,82 @@
+"""Lists asked for by many threads (the server's request handlers), computed in batches by one thread.
+
+A list's cost is mostly fixed per call (a few hundred small array operations), and one process computes one
+list at a time anyway (the engine's lock). So requests that arrive while a batch is being computed wait and
+go together in the next call, at most ``max_batch`` of them: an idle server starts a lone request at once
+(no added wait), a busy one spreads each call's fixed cost over the batch (on the serving benchmark's world a
+list costs ~45% less in batches of 4–8 than alone). A batch that fails is retried one request at a time, so
+one request's failure is its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from concurrent.futures import Future
+
+from tastemaker.errors import TastemakerError
+from tastemaker.serving.service import ListRequest, Recommender, ServedList
+
+__all__ = ["ListBatcher"]
+
+_log = logging.getLogger(__name__)
+
+
+class ListBatcher:
+    def __init__(self, recommender: Recommender, *, max_batch: int = 8) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
+        self._recommender = recommender
+        self._max_batch = max_batch
+        self._queued: deque[tuple[ListRequest, Future[ServedList]]] = deque()
+        self._arrived = threading.Condition()
+        self._closed = False
+        #: batch sizes served so far (size -> calls), for tests and metrics
+        self.sizes: dict[int, int] = {}
+        self._thread = threading.Thread(target=self._run, name="list-batcher", daemon=True)
+        self._thread.start()
+
+    def recommend(self, request: ListRequest) -> ServedList:
+        """The request's list, computed with whatever else is waiting; blocks the calling thread until then."""
+        return self.submit(request).result()
+
+    def submit(self, request: ListRequest) -> Future[ServedList]:
+        done: Future[ServedList] = Future()
+        with self._arrived:
+            if self._closed:
+                raise TastemakerError("the list batcher is closed")
+            self._queued.append((request, done))
+            self._arrived.notify()
+        return done
+
+    def close(self) -> None:
+        """Serve what is queued, then stop the thread."""
+        with self._arrived:
+            self._closed = True
+            self._arrived.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._arrived:
+                self._arrived.wait_for(lambda: self._queued or self._closed)
+                if not self._queued:  # closed, and nothing left
+                    return
+                batch = [self._queued.popleft() for _ in range(min(self._max_batch, len(self._queued)))]
+            self.sizes[len(batch)] = self.sizes.get(len(batch), 0) + 1
+            self._serve(batch)
+
+    def _serve(self, batch: list[tuple[ListRequest, Future[ServedList]]]) -> None:
+        try:
+            lists = self._recommender.recommend([request for request, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0][1].set_exception(exc)
+                return
+            _log.warning("a batch of %d lists failed (%s); serving them one by one", len(batch), exc)
+            for one in batch:
+                self._serve([one])
+            return
+        for (_, done), served in zip(batch, lists, strict=True):
+            done.set_result(served)

@@ -1,0 +1,88 @@
+"""Lists asked for by many threads are computed in batches by one thread, each request getting its own list."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tastemaker.clock import FixedClock
+from tastemaker.errors import StoreError, TastemakerError
+from tastemaker.serving import ListRequest, Recommender, ServerSettings
+from tastemaker.serving.batcher import ListBatcher
+from tastemaker.store import open_store
+
+from ...integration.api.conftest import SERVED_AT, World, build_world
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    root = tmp_path_factory.mktemp("batcher")
+    return build_world(root, f"sqlite:///{root / 'store.db'}", only_first=True)
+
+
+@pytest.fixture
+def recommender(world: World):
+    clock = FixedClock(SERVED_AT)
+    with open_store(world.url, clock=clock) as store:
+        yield Recommender.from_settings(store, ServerSettings(db=world.url, models_dir=world.models), clock)
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_list(recommender: Recommender) -> None:
+    asks = [ListRequest(f"u{n % 30}", k=5 + n % 4, request_id=f"r{n}") for n in range(60)]
+    alone = {a.request_id: [i.item_id for i in recommender.recommend([a])[0].items] for a in asks}
+    batcher = ListBatcher(recommender, max_batch=8)
+    gate = threading.Event()
+    release = recommender.recommend
+
+    def slow_first(requests):  # the first batch waits until every request is queued: later ones must batch
+        gate.wait(10)
+        return release(requests)
+
+    recommender.recommend = slow_first  # type: ignore[method-assign]
+    got: dict[str, list[str]] = {}
+
+    def ask(request: ListRequest) -> None:
+        served = batcher.recommend(request)
+        assert served.user_id == request.user_id and served.request_id == request.request_id
+        got[request.request_id] = [i.item_id for i in served.items]
+
+    threads = [threading.Thread(target=ask, args=(a,)) for a in asks]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 20
+    while (not batcher.sizes or len(batcher._queued) < len(asks) - max(batcher.sizes)) and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the first batch is held and everyone else waits
+    gate.set()
+    for t in threads:
+        t.join(30)
+    batcher.close()
+    assert got == alone  # the same lists as one at a time (lengths included)
+    assert max(batcher.sizes) == 8 and sum(size * n for size, n in batcher.sizes.items()) == len(asks)
+
+
+def test_a_failing_batch_is_served_one_by_one_so_a_failure_stays_with_its_request(recommender: Recommender) -> None:
+    release = recommender.recommend
+
+    def fails_for_bad(requests):
+        if any(r.user_id == "bad" for r in requests):
+            raise StoreError("the store is down for bad")
+        return release(requests)
+
+    recommender.recommend = fails_for_bad  # type: ignore[method-assign]
+    batcher = ListBatcher(recommender)
+    futures = [batcher.submit(ListRequest(u, k=5)) for u in ("u1", "bad", "u2")]
+    assert futures[0].result(30).user_id == "u1" and futures[2].result(30).user_id == "u2"
+    with pytest.raises(StoreError, match="down for bad"):
+        futures[1].result(30)
+    batcher.close()
+    with pytest.raises(TastemakerError, match="closed"):
+        batcher.submit(ListRequest("u1"))
+
+
+def test_close_serves_what_is_queued(recommender: Recommender) -> None:
+    batcher = ListBatcher(recommender, max_batch=2)
+    futures = [batcher.submit(ListRequest(f"u{n}", k=4)) for n in range(5)]
+    batcher.close()
+    assert all(f.done() and len(f.result().items) == 4 for f in futures)
