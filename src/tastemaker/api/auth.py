@@ -6,7 +6,7 @@ configured key, and never logged. With no key configured every route is open: th
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from fastapi import Request
 
@@ -33,10 +33,10 @@ class Keys:
         return found
 
 
-def require(scope: str) -> Callable[[Request], None]:
+def require(scope: str) -> Callable[[Request], Awaitable[None]]:
     """A route dependency: the request's key must carry ``scope``."""
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:  # async: FastAPI would run a plain function on a worker thread
         keys: Keys = request.app.state.keys
         if keys.open:
             return

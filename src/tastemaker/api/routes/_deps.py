@@ -22,7 +22,7 @@ def printable(text: str) -> bool:
     return not any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
-def _server(request: Request) -> Server:
+async def _server(request: Request) -> Server:  # async: FastAPI would run a plain function on a worker thread
     return request.app.state.server
 
 
