@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from tastemaker.api.auth import require
 from tastemaker.api.errors import ApiError
 from tastemaker.api.routes._deps import PathId, ServerDep, check_k, printable
-from tastemaker.api.schemas import ErrorBody, ListResponse, RecommendationsResponse
-from tastemaker.serving.service import ListRequest, context_value
+from tastemaker.api.schemas import ErrorBody, ListResponse, RecommendationItem, RecommendationsResponse
+from tastemaker.serving.service import ListItem, ListRequest, context_value
 
 router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[Depends(require("recommend"))],
                    responses={422: {"model": ErrorBody}})  # fmt: skip
 _CONTEXT = "context."
 _EXCLUDE = "item ids never to show, repeated or comma-separated"
+_ITEM_FIELDS = tuple(RecommendationItem.model_fields)  # what the documented item carries, in its order
 
 
 @router.get("/users/{user_id:path}/recommendations", response_model=RecommendationsResponse)
@@ -26,7 +29,7 @@ def recommendations(
     k: Annotated[int, Query(ge=1, description="list length (at most the server's limit, 500)")] = 30,
     category: Annotated[str | None, Query(max_length=128, description="only items of this category")] = None,
     exclude: Annotated[list[str] | None, Query(description=_EXCLUDE)] = None,
-) -> RecommendationsResponse:
+) -> Response:
     """The user's ranked list. Users in the holdout (``variant = control``) get popularity through the same
     filters. Context goes in ``context.KEY=VALUE`` parameters (``context.device=mobile``; numeric keys the
     model declared). Each item carries its propensity; the response is written to the exposure log."""
@@ -41,10 +44,8 @@ def recommendations(
         raise ApiError.invalid("category", "no control characters")
     context = _context(request, limits.max_context_keys)
     served = server.recommender.recommend([ListRequest(user_id, k, category, excluded, context)])[0]
-    items = [vars(i) for i in served.items]
-    return RecommendationsResponse(
-        request_id=served.request_id, variant=served.variant, model_version=served.model_version, items=items
-    )
+    return _json({"request_id": served.request_id, "variant": served.variant,
+                  "model_version": served.model_version, "items": _items(served.items)})  # fmt: skip
 
 
 @router.get("/popular", response_model=ListResponse)
@@ -52,10 +53,22 @@ def popular(
     server: ServerDep,
     k: Annotated[int, Query(ge=1)] = 30,
     category: Annotated[str | None, Query(max_length=128)] = None,
-) -> ListResponse:
+) -> Response:
     """The most engaged-with available items of the last ``popularity_days`` (of ``category``)."""
     check_k(k, server)
-    return ListResponse(model_version="popularity", items=[vars(i) for i in server.recommender.popular(k, category)])
+    return _json({"model_version": "popularity", "items": _items(server.recommender.popular(k, category))})
+
+
+# The lists are typed dataclasses already: encoding them once beats FastAPI validating them against the
+# response model (again, after the route built it) and then encoding: 0.071 -> 0.022 ms for 30 items.
+# The models stay on the routes for the OpenAPI document; ``_ITEM_FIELDS`` keeps the body to what they say.
+def _items(items: Sequence[ListItem]) -> list[dict[str, Any]]:
+    return [{name: getattr(item, name) for name in _ITEM_FIELDS} for item in items]
+
+
+def _json(body: dict[str, Any]) -> Response:
+    # orjson writes NaN and infinities as null, as pydantic's JSON does; numpy scalars as numbers
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
 def _context(request: Request, max_keys: int) -> dict[str, Any]:
