@@ -5,9 +5,9 @@ lands, and ``close`` writes everything still queued before it returns."""
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from tastemaker.errors import InvalidBatchError, TastemakerError
@@ -31,21 +31,28 @@ class ExposureWriter:
         self._store = store
         self._flush_seconds = flush_seconds
         self._max_batch = max_batch
-        self._queue: queue.Queue[Exposure | None] = queue.Queue()
+        self._queued: deque[Exposure] = deque()
         self._on_written = on_written or (lambda n: None)
         self._on_failed = on_failed or (lambda n: None)
         self._pending = 0  # submitted and not yet written
-        self._done = threading.Condition()
         self._closed = False
+        # one lock; the writer waits on ``_arrived``, flush() on ``_done``
+        lock = threading.Lock()
+        self._arrived = threading.Condition(lock)
+        self._done = threading.Condition(lock)
         self._thread = threading.Thread(target=self._run, name="exposure-writer", daemon=True)
         self._thread.start()
 
     def submit(self, exposure: Exposure) -> None:
-        with self._done:  # under the lock: nothing can be queued behind close()'s stop marker
+        with self._arrived:  # under the lock: nothing can be queued once close() has begun
             if self._closed:
                 raise TastemakerError("the exposure writer is closed")
             self._pending += 1
-            self._queue.put(exposure)
+            self._queued.append(exposure)
+            # Wake the writer only when it waits for this: the first of a batch, or a full batch. Waking it
+            # for every exposure cost a thread switch (and the GIL) per request.
+            if len(self._queued) == 1 or len(self._queued) >= self._max_batch:
+                self._arrived.notify()
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until everything submitted so far is written; False if ``timeout`` passed first."""
@@ -54,32 +61,25 @@ class ExposureWriter:
 
     def close(self) -> None:
         """Write what is queued, then stop the thread."""
-        with self._done:
+        with self._arrived:
             if self._closed:
                 return
             self._closed = True
-        self._queue.put(None)
+            self._arrived.notify()
         self._thread.join()
 
     def _run(self) -> None:
         """Each batch starts with the first exposure that arrives and takes what follows for up to
         ``flush_seconds`` (or ``max_batch`` exposures), then is written in one transaction."""
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            deadline = time.monotonic() + self._flush_seconds
-            while len(batch) < self._max_batch:
-                try:
-                    more = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
-                except queue.Empty:
-                    break
-                if more is None:  # closing: write this batch, and nothing can follow the sentinel
-                    stopping = True
-                    break
-                batch.append(more)
+        while True:
+            with self._arrived:
+                self._arrived.wait_for(lambda: self._queued or self._closed)
+                if not self._queued:  # closed, and everything submitted is written
+                    return
+                # closing: what is queued goes out now, in batches of at most max_batch
+                self._arrived.wait_for(lambda: len(self._queued) >= self._max_batch or self._closed,
+                                       self._flush_seconds)  # fmt: skip
+                batch = [self._queued.popleft() for _ in range(min(len(self._queued), self._max_batch))]
             self._write(batch)
 
     def _write(self, batch: list[Exposure]) -> None:
