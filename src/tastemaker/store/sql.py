@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 import pandas as pd
 from sqlalchemy import Connection, Engine, Table, bindparam, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -47,6 +48,11 @@ _USER_EVENTS = (
     .order_by(events.c.user_id, events.c.timestamp_us, events.c.event_id)
 )  # fmt: skip
 _NO_END_US = 2**62
+_EXPOSURE_COLUMNS = {
+    "exposures": ("request_id", "user_id", "variant", "model_version", "config_hash", "timestamp_us", "context"),
+    "exposure_items": ("request_id", "slate", "position", "item_id", "score", "source", "propensity"),
+}
+_EXPOSURE_CHUNK = 1_000  # rows per multi-row INSERT on PostgreSQL: 7,000 parameters
 _ITEM_DEFAULTS = {"title": None, "text": None, "categories": [], "provider": None,
                   "created_at_us": None, "available": True, "attributes": {}}  # fmt: skip
 _USER_DEFAULTS = {"created_at_us": None, "attributes": {}}
@@ -66,6 +72,7 @@ class SqlStore(Store):
         mark, json_mark = ("%s", "CAST(%s AS JSONB)") if self._dialect == "postgresql" else ("?", "?")
         self._event_row_marks = "(" + ", ".join(json_mark if c == "context" else mark for c in _EVENT_COLUMNS) + ")"
         self._event_sql: dict[int, str] = {}
+        self._exposures_sql: dict[tuple[str, int], str] = {}
 
     @property
     def url(self) -> str:
@@ -171,32 +178,58 @@ class SqlStore(Store):
         unique: dict[str, Exposure] = {}
         for exposure in exposures_:  # a request id repeated within the batch: the first one wins
             unique.setdefault(exposure.request_id, exposure)
-        exposures_ = list(unique.values())
-        if not exposures_:
+        if not unique:
             return 0
+        # Rows go to the driver as tuples, as events do: SQLAlchemy's per-row parameter processing (and its
+        # JSON encoding of each context) cost more than the database's own work on the serving process.
         head = [
-            {"request_id": e.request_id, "user_id": e.user_id, "variant": e.variant,
-             "model_version": e.model_version, "config_hash": e.config_hash,
-             "timestamp_us": e.timestamp_us, "context": dict(e.context) if e.context else None}
-            for e in exposures_
+            (e.request_id, e.user_id, e.variant, e.model_version, e.config_hash, e.timestamp_us,
+             orjson.dumps(dict(e.context), option=orjson.OPT_SERIALIZE_NUMPY).decode() if e.context else "null")
+            for e in unique.values()
         ]  # fmt: skip
-        stmt = (
-            self._insert(exposures)
-            .on_conflict_do_nothing(index_elements=["request_id"])
-            .returning(exposures.c.request_id)
-        )
         with self._transaction("record exposures", write=True) as conn:
-            new: set[str] = set()
-            for chunk in _chunks(head):
-                new.update(conn.execute(stmt, chunk).scalars())
+            new = self._insert_new_exposures(conn, head)
             shown = [
-                {"request_id": e.request_id, "slate": it.slate, "position": it.position, "item_id": it.item_id,
-                 "score": it.score, "source": it.source, "propensity": it.propensity}
-                for e in exposures_ if e.request_id in new for it in e.items
+                (e.request_id, it.slate, it.position, it.item_id, it.score, it.source, it.propensity)
+                for e in unique.values() if e.request_id in new for it in e.items
             ]  # fmt: skip
-            for chunk in _chunks(shown):
-                conn.execute(exposure_items.insert(), chunk)
+            if self._dialect == "sqlite":
+                if shown:
+                    conn.exec_driver_sql(self._exposure_sql("exposure_items", 1), shown)
+            else:
+                for chunk in _chunks(shown, _EXPOSURE_CHUNK):
+                    conn.exec_driver_sql(self._exposure_sql("exposure_items", len(chunk)), _flat(chunk))
         return len(new)
+
+    def _insert_new_exposures(self, conn: Connection, head: list[tuple[Any, ...]]) -> set[str]:
+        """Insert the exposures whose request id is not stored yet; the ids inserted. As for events (see
+        ``_insert_new_events``): SQLite's write lock makes read-then-insert exact, PostgreSQL skips conflicts."""
+        if self._dialect == "sqlite":
+            stored: set[str] = set()
+            for chunk in _chunks([h[0] for h in head], 900):
+                found = conn.execute(select(exposures.c.request_id).where(exposures.c.request_id.in_(chunk)))
+                stored.update(found.scalars())
+            fresh = [h for h in head if h[0] not in stored]
+            if fresh:
+                conn.exec_driver_sql(self._exposure_sql("exposures", 1), fresh)
+            return {h[0] for h in fresh}
+        inserted: set[str] = set()
+        for chunk in _chunks(head, _EXPOSURE_CHUNK):
+            found = conn.exec_driver_sql(self._exposure_sql("exposures", len(chunk)), _flat(chunk))
+            inserted.update(r[0] for r in found)
+        return inserted
+
+    def _exposure_sql(self, table: str, n_rows: int) -> str:
+        key = (table, n_rows)
+        if key not in self._exposures_sql:
+            columns = _EXPOSURE_COLUMNS[table]
+            mark, json_mark = ("%s", "CAST(%s AS JSONB)") if self._dialect == "postgresql" else ("?", "?")
+            row = "(" + ", ".join(json_mark if c == "context" else mark for c in columns) + ")"
+            conflict = " ON CONFLICT (request_id) DO NOTHING RETURNING request_id" if (
+                table == "exposures" and self._dialect == "postgresql") else ""  # fmt: skip
+            values = ", ".join([row] * n_rows)
+            self._exposures_sql[key] = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}{conflict}"
+        return self._exposures_sql[key]
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -382,6 +415,10 @@ class SqlStore(Store):
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _flat(rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    return tuple(value for row in rows for value in row)
 
 
 def _event_tuple(row: dict[str, Any]) -> tuple[Any, ...]:
