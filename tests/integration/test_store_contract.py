@@ -253,8 +253,8 @@ def test_exposures_are_stored_once_with_their_items(store) -> None:
 
 def test_an_exposure_batch_over_one_insert_stores_only_the_new_ones_with_their_contexts(store) -> None:
     def shown(n: int, context: dict | None) -> Exposure:
-        return Exposure(f"r{n:05d}", f"u{n % 7}", "personalized", to_us(NOW) + n,
-                        [ExposedItem(p, f"m{n}-{p}", 1.0 / p, "als", 0.5) for p in (1, 2, 3)], context=context)  # fmt: skip
+        items = [ExposedItem(p, f"m{n}-{p}", 1.0 / p, "als", 0.5) for p in (1, 2, 3)]
+        return Exposure(f"r{n:05d}", f"u{n % 7}", "personalized", to_us(NOW) + n, items, context=context)
 
     assert store.record_exposures([shown(n, {"device": "tv"}) for n in range(0, 2_500, 2)]) == 1_250
     batch = [shown(n, {"device": "mobile", "hour": 3.5} if n % 3 else None) for n in range(2_500)]
