@@ -1,8 +1,9 @@
 """The HTTP API: ``create_app(settings)`` builds a FastAPI app over one store and one model registry.
 
-The app's lifespan opens the store, loads the promoted model, starts the exposure writer and a refresher
-thread (registry, catalog view, exposure log every ``refresh_seconds``), and on shutdown stops taking
-requests, then writes every queued exposure before it closes the store.
+The app's lifespan opens the store, loads the promoted model, starts the exposure writer, the list batcher
+(lists asked for together are computed in one call) and a refresher thread (registry, catalog view, exposure
+log every ``refresh_seconds``), and on shutdown stops taking requests, then writes every queued exposure
+before it closes the store.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tastemaker.api.routes import events, health, items, models, recommendations
 from tastemaker.clock import Clock, SystemClock
 from tastemaker.errors import ConfigError
 from tastemaker.models.registry import Registry
+from tastemaker.serving.batcher import ListBatcher
 from tastemaker.serving.exposures import ExposureWriter
 from tastemaker.serving.service import Recommender
 from tastemaker.serving.settings import ServerSettings
@@ -40,7 +42,8 @@ LOCAL = "127.0.0.1"
 
 @dataclass(eq=False)
 class Server:
-    """What the routes share: the store, the recommender, the registry, the metrics."""
+    """What the routes share: the store, the recommender (lists go through its batcher), the registry, the
+    metrics."""
 
     settings: ServerSettings
     store: Store
@@ -48,6 +51,7 @@ class Server:
     registry: Registry
     metrics: Metrics
     writer: ExposureWriter
+    batcher: ListBatcher
 
 
 def check_bind(settings: ServerSettings, host: str) -> None:
@@ -76,6 +80,7 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
         finally:
             stop.set()
             refresher.join()
+            server.batcher.close()  # (nothing is queued by now: the server stopped taking requests)
             server.writer.close()  # every queued exposure is written before the store closes
             server.store.close()
 
@@ -109,7 +114,8 @@ def _start(settings: ServerSettings, clock: Clock, metrics: Metrics) -> Server:
         raise
     slot = recommender.slot
     metrics.serving(slot.current.version if slot.current else None)
-    return Server(settings, store, recommender, slot.registry, metrics, writer)
+    batcher = ListBatcher(recommender, max_batch=settings.list_batch)
+    return Server(settings, store, recommender, slot.registry, metrics, writer, batcher)
 
 
 def _refresh_loop(server: Server, stop: threading.Event) -> None:

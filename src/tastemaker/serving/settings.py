@@ -68,6 +68,8 @@ class ServerSettings(ConfigModel):
     refresh_seconds: float = Field(default=10.0, gt=0)
     #: exposures are written off the request path in batches: a batch waits at most this long for more
     exposure_flush_seconds: float = Field(default=0.2, gt=0)
+    #: lists asked for while one is computed go together in the next call, at most this many (1: one at a time)
+    list_batch: int = Field(default=8, ge=1, le=64)
     #: exposure rows the re-rankers read (fatigue, fairness, exploration): the last this many days
     feedback_days: float = Field(default=28.0, gt=0)
     #: at most this many exposure rows are kept for them (the newest): at high traffic the window is shorter

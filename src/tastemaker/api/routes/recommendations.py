@@ -43,7 +43,7 @@ def recommendations(
     if category is not None and not printable(category):
         raise ApiError.invalid("category", "no control characters")
     context = _context(request, limits.max_context_keys)
-    served = server.recommender.recommend([ListRequest(user_id, k, category, excluded, context)])[0]
+    served = server.batcher.recommend(ListRequest(user_id, k, category, excluded, context))
     return _json({"request_id": served.request_id, "variant": served.variant,
                   "model_version": served.model_version, "items": _items(served.items)})  # fmt: skip
 
