@@ -126,12 +126,15 @@ def keep_caps(slate: Slate, request: Request, catalog: Catalog) -> Slate:
     pool_list = pool.tolist()
     chosen = [False] * len(pool_list)
     first = 0  # every pool entry before this one is chosen
+    # every remaining entry before this one broke some rule at the last position: while no value has left its
+    # set of full ones since, they still do, and the search for one keeping every rule starts here
+    blocked = 0
     placed: list[int] = []  # catalog items, by position
     picks: list[int] = []
 
-    def first_fitting(kept: int) -> int:  # the best remaining entry keeping the first ``kept`` rules, or -1
-        checks = list(zip(full[:kept], lists[:kept], strict=True))
-        for j in range(first, len(chosen)):
+    def first_fitting(kept: int, start: int) -> int:  # the best remaining entry from ``start`` keeping the
+        checks = list(zip(full[:kept], lists[:kept], strict=True))  # first ``kept`` rules, or -1
+        for j in range(start, len(chosen)):
             if chosen[j]:
                 continue
             item = pool_items[j]
@@ -148,8 +151,9 @@ def keep_caps(slate: Slate, request: Request, catalog: Catalog) -> Slate:
                 count, limit = counts[r], limits[r]
                 for v in lists[r][placed[-rule.window]]:
                     count[v] -= 1
-                    if count[v] < limit:
+                    if count[v] < limit and v in full[r]:
                         full[r].discard(v)
+                        blocked = 0
         if slate.fixed[position]:
             item = items[position]
         else:
@@ -160,7 +164,9 @@ def keep_caps(slate: Slate, request: Request, catalog: Catalog) -> Slate:
             pick = first  # when no remaining entry keeps even the first rule: the best remaining
             if any(full):
                 for kept in range(len(rules), 0, -1):  # every rule, then give up the latest first
-                    found = first_fitting(kept)
+                    found = first_fitting(kept, max(first, blocked) if kept == len(rules) else first)
+                    if kept == len(rules):
+                        blocked = len(chosen) if found < 0 else found
                     if found >= 0:
                         pick = found
                         break
