@@ -147,10 +147,10 @@ class VectorIndex:
             exclude = as_rows(exclude).nonzero()
         if self.kind == "exact":
             return self._exact(queries, n, exclude)
+        faiss.omp_set_num_threads(self.config.threads)  # (a loaded index never set it: FAISS takes every core)
         if len(queries) == 1:  # one request: the same steps on one row, without the batch bookkeeping
             return self._one(index, queries, n, exclude, ids, scores)
         counts = np.diff(exclude.indptr) if exclude is not None else np.zeros(len(queries), np.int64)
-        faiss.omp_set_num_threads(self.config.threads)
         # Fetch n plus a small margin for everyone, then again with room for every excluded item only for
         # the rows that came up short: heavy users do not make everyone's search wide.
         pending = np.arange(len(queries))

@@ -111,8 +111,10 @@ class Chain:
 
     def _with_wanted(self, slate: Slate, catalog: Catalog) -> Slate:
         """Items a stage needs (pins) appended when the ranker did not propose them, at the bottom."""
-        wanted = [stage.wanted(catalog) for stage in self.stages]
-        extra = np.setdiff1d(np.concatenate(wanted) if wanted else np.zeros(0, np.int64), slate.items)
+        wanted = [found for stage in self.stages if len(found := stage.wanted(catalog))]
+        if not wanted:  # (the usual chain: no pins)
+            return slate
+        extra = np.setdiff1d(np.concatenate(wanted), slate.items)
         if not len(extra):
             return slate
         low = slate.utility.min() if len(slate) else 1.0
