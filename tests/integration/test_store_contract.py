@@ -212,6 +212,11 @@ def test_user_events_are_the_users_events_as_arrays_in_time_order(store) -> None
         assert got.timestamp_us.dtype == np.int64 and (got.timestamp_us < until).all()
         assert got.frame(user)["event_id"].tolist() == got.event_id.tolist()
     assert len(store.user_events(["u1"])["u1"]) == sum(event(i)["user_id"] == "u1" for i in range(40))
+    for user, got in found.items():  # one user alone (the request path's own statement) reads the same
+        alone = store.user_events([user], until_us=until)[user]
+        assert alone.event_id.tolist() == got.event_id.tolist() and alone.type.tolist() == got.type.tolist()
+        assert np.array_equal(alone.value, got.value, equal_nan=True) and alone.timestamp_us.dtype == np.int64
+    assert store.user_events(["nobody"], until_us=until) == {}
     # the contract's own (frame-based) answer agrees with the back end's
     default = Store.user_events(store, wanted, until_us=until)
     assert {u: e.event_id.tolist() for u, e in default.items()} == {u: e.event_id.tolist() for u, e in found.items()}
@@ -428,3 +433,15 @@ def test_shown_items_and_engagements_are_the_exposure_logs_reads(store, clock: F
     assert store.engagements(since_us=at - 1, until_us=at + 10**9)["engaged_us"].tolist() == [at]  # the view
     later = clock.now_us() + 1
     assert store.engagements(since_us=at - 1, until_us=at + 10**9, ingested_since_us=later).empty
+
+
+def test_a_read_of_a_store_whose_tables_are_gone_is_a_store_error(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "s.db"
+    with open_store(f"sqlite:///{path}") as store:
+        with sqlite3.connect(path) as raw:
+            raw.execute("DROP TABLE events")
+        for read in (lambda: store.user_events(["u1"]), lambda: store.user_events(["u1", "u2"])):
+            with pytest.raises(StoreError, match="could not read events .*no such table"):
+                read()
