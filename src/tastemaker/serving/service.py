@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from tastemaker.candidates.base import History
 from tastemaker.clock import Clock
+from tastemaker.data.snapshot import positions
 from tastemaker.models.registry import Registry
 from tastemaker.ranking.features import Context
 from tastemaker.reranking import Request, Seen
@@ -183,11 +184,12 @@ class Recommender:
             contexts = [Context.of_event(now, dict(r.context), keys) for r in requests]
             unavailable = self._unavailable(loaded)
             seen = [_seen(engine.item_ids, h) for h in histories]
+            excluded = [np.union1d(unavailable, _known(engine.item_ids, r.exclude)) if r.exclude else unavailable
+                        for r in requests]  # fmt: skip
             asks = [
-                Request(user=int(u), now_us=now, k=r.k, request_id=rid, seen=s,
-                        exclude=np.union1d(unavailable, _known(engine.item_ids, r.exclude)), category=r.category)
-                for u, r, rid, s in zip(users, requests, request_ids, seen, strict=True)
-            ]  # fmt: skip
+                Request(user=int(u), now_us=now, k=r.k, request_id=rid, seen=s, exclude=x, category=r.category)
+                for u, r, rid, s, x in zip(users, requests, request_ids, seen, excluded, strict=True)
+            ]
             exclude = self._exclude(engine, seen)
             k = max(r.k for r in requests)
             found = engine.recommend(users, k, exclude=exclude, contexts=contexts, requests=asks,
@@ -356,7 +358,8 @@ def context_value(key: str, text: str) -> float | str:
 def _seen(item_ids: pd.Index, events: UserEvents) -> Seen:
     if not len(events):
         return Seen()
-    idx = item_ids.get_indexer(pd.Index(events.item_id, dtype=object))  # (no str-dtype inference: 4× cheaper)
+    ids = events.item_id  # a few looked up one by one; more as an object index (no str inference: 4× cheaper)
+    idx = positions(item_ids, ids.tolist()) if len(ids) <= 16 else item_ids.get_indexer(pd.Index(ids, dtype=object))
     keep = idx >= 0
     return Seen(idx[keep].astype(np.int64), events.timestamp_us[keep], events.type[keep])
 
