@@ -70,6 +70,7 @@ class ItemKNN(CandidateSource):
         cfg = self.config
         if cfg.similarity == "rp3":
             self.similarity = rp3_similarity(snapshot.matrix, cfg.rp3_alpha, cfg.rp3_beta, cfg.neighbours)
+            self.similarity.sort_indices()  # rows in column order: ``because`` looks pairs up by search
             return
         # implicit warns (and slows down) with threaded BLAS; its own weighting hands itself COO input,
         # which it then warns about converting
@@ -173,7 +174,11 @@ class ItemKNN(CandidateSource):
         entry, slot, user, source, target = entry[ok], slot[ok], user[ok], source[ok], target[ok]
         if not len(entry):
             return out
-        contribution = recent.data[entry] * np.asarray(self.similarity[source, target]).ravel()
+        if self.similarity.has_sorted_indices:  # each history entry's neighbour row, the pairs looked up in it
+            weights = take_rows(self.similarity, recent.indices).lookup(entry, target)
+        else:  # (scipy's pair indexing: slower, for any order of a row's neighbours)
+            weights = np.asarray(self.similarity[source, target]).ravel()
+        contribution = recent.data[entry] * weights
         key = user * width + slot
         order = np.lexsort((source, -contribution, key))  # best contribution first; ties by item index
         key, source, contribution = key[order], source[order], contribution[order]

@@ -46,6 +46,15 @@ def test_a_user_who_saw_a_gets_b_first_because_of_a(similarity: str) -> None:
     assert knn.because(s, ids).tolist() == [[0, 0, -1]]
     with pytest.raises(DataFormatError, match=r"items has shape \(3,\); expected \(1, n\)"):
         knn.because(s, ids[0])
+    # neighbour rows in any order (an artifact written before they were sorted): the same reasons
+    every = np.array([[1, 2, 0, 3, -1, 7]])
+    expected = knn.because(s, every)
+    order = np.concatenate([np.arange(a, b)[::-1] for a, b in zip(knn.similarity.indptr[:-1],
+                                                                   knn.similarity.indptr[1:], strict=True)])
+    knn.similarity = sp.csr_matrix((knn.similarity.data[order], knn.similarity.indices[order],
+                                    knn.similarity.indptr), shape=knn.similarity.shape)  # fmt: skip
+    knn.similarity.has_sorted_indices = False  # (a row of one neighbour reads as sorted either way)
+    assert knn.because(s, every).tolist() == expected.tolist()
 
 
 def test_scores_sum_similarities_and_a_half_life_favours_the_newer_item() -> None:
