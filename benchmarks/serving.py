@@ -18,8 +18,9 @@ from a copy of that store. About 10 minutes in all. Targets:
    p99 <= 15 ms. ``--requests`` personalized users (the holdout's control arm is served popularity);
    each request counts its fastest of ``--passes`` passes, as the other benchmarks do; the p99 over every
    pass and the split by stage are reported too. Objects built before timing are frozen out of the garbage
-   collector (``gc.freeze``), as benchmarks/reranking.py does. Also timed, once each: a request right
-   after one new event of its user was stored, so that the list folds it in (real-time feedback).
+   collector (``gc.freeze``), as benchmarks/reranking.py does. Also timed: the cost per list when 1, 2, 4 or
+   8 users are asked for in one call (what the server's list batcher does under load), and, once each, a
+   request right after one new event of its user was stored, so that the list folds it in (real-time feedback).
 2. ``http``: ``tastemaker serve`` in a subprocess (``--workers`` 1, then 2), an API key with every scope,
    ``GET /v1/users/{user}/recommendations?k=30&context.device=mobile`` over random users of the world
    (the control arm included). First the server's throughput closed-loop (4 connections a worker, each
@@ -191,6 +192,7 @@ def in_process(db: str, models_dir: str, user_ids: list[str], args: argparse.Nam
             ask(user)
         result = {"requests": len(personal), "passes": args.passes, "model_load_seconds": round(load_seconds, 1),
                   **_passes(ask, personal, args.passes)}  # fmt: skip
+        result["batched"] = _batched(recommender, personal)
         result["after_a_new_event"] = _with_new_events(store, ask, personal[: args.requests // 5])
         gc.unfreeze()
     return result
@@ -215,6 +217,22 @@ def _passes(ask: Callable, users: np.ndarray, passes: int) -> dict[str, Any]:
         "stages_p50_ms": {name: ms(v, 50) for name, v in by_stage.items()},
         "stages_p99_ms": {name: ms(v, 99) for name, v in by_stage.items()},
     }  # fmt: skip
+
+
+def _batched(recommender: Recommender, users: np.ndarray) -> dict[str, float]:
+    """Milliseconds per list when ``size`` users are asked for in one call (what the server's list batcher does
+    under load), over the same users, each size's best of 3 passes."""
+    out = {}
+    for size in (1, 2, 4, 8):
+        best = np.inf
+        for _ in range(3):
+            started = time.perf_counter()
+            for start in range(0, len(users), size):
+                batch = users[start : start + size]
+                recommender.recommend([ListRequest(u, 30, context={"device": "mobile"}) for u in batch])
+            best = min(best, (time.perf_counter() - started) / len(users) * 1e3)
+        out[f"ms_per_list_batch_{size}"] = round(best, 3)
+    return out
 
 
 def _with_new_events(store: Any, ask: Callable, users: np.ndarray) -> dict[str, Any]:
