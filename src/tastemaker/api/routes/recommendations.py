@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -22,7 +23,7 @@ _ITEM_FIELDS = tuple(RecommendationItem.model_fields)  # what the documented ite
 
 
 @router.get("/users/{user_id:path}/recommendations", response_model=RecommendationsResponse)
-def recommendations(
+async def recommendations(
     request: Request,
     user_id: PathId,
     server: ServerDep,
@@ -43,7 +44,8 @@ def recommendations(
     if category is not None and not printable(category):
         raise ApiError.invalid("category", "no control characters")
     context = _context(request, limits.max_context_keys)
-    served = server.batcher.recommend(ListRequest(user_id, k, category, excluded, context))
+    # the list is computed by the batcher's thread; the event loop waits for it without holding a worker thread
+    served = await asyncio.wrap_future(server.batcher.submit(ListRequest(user_id, k, category, excluded, context)))
     return _json({"request_id": served.request_id, "variant": served.variant,
                   "model_version": served.model_version, "items": _items(served.items)})  # fmt: skip
 
