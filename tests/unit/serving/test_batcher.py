@@ -7,26 +7,9 @@ import time
 
 import pytest
 
-from tastemaker.clock import FixedClock
 from tastemaker.errors import StoreError, TastemakerError
-from tastemaker.serving import ListRequest, Recommender, ServerSettings
+from tastemaker.serving import ListRequest, Recommender
 from tastemaker.serving.batcher import ListBatcher
-from tastemaker.store import open_store
-
-from ...integration.api.conftest import SERVED_AT, World, build_world
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    root = tmp_path_factory.mktemp("batcher")
-    return build_world(root, f"sqlite:///{root / 'store.db'}", only_first=True)
-
-
-@pytest.fixture
-def recommender(world: World):
-    clock = FixedClock(SERVED_AT)
-    with open_store(world.url, clock=clock) as store:
-        yield Recommender.from_settings(store, ServerSettings(db=world.url, models_dir=world.models), clock)
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_list(recommender: Recommender) -> None:

@@ -4,27 +4,11 @@ that fails on a request is replaced by popularity."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from tastemaker.clock import FixedClock
 from tastemaker.errors import StoreError
-from tastemaker.serving import HoldoutConfig, ListRequest, Recommender, ServerSettings, assign
-from tastemaker.store import open_store
+from tastemaker.serving import HoldoutConfig, ListRequest, Recommender, assign
 
-from ...integration.api.conftest import SERVED_AT, World, build_world
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    root = tmp_path_factory.mktemp("service")
-    return build_world(root, f"sqlite:///{root / 'store.db'}", only_first=True)
-
-
-@pytest.fixture
-def recommender(world: World):
-    clock = FixedClock(SERVED_AT)
-    with open_store(world.url, clock=clock) as store:
-        yield Recommender.from_settings(store, ServerSettings(db=world.url, models_dir=world.models), clock)
+from ...integration.api.conftest import World
 
 
 def test_one_call_serves_a_batch_of_both_variants_and_unknown_users(recommender: Recommender, world: World) -> None:
