@@ -15,12 +15,11 @@ import numpy as np
 import pandas as pd
 
 from tastemaker.serving.holdout import PERSONALIZED
-from tastemaker.store.base import Store
+from tastemaker.store.base import ATTRIBUTION_SKEW_US, Store
 
 __all__ = ["ExposureLog"]
 
 DAY_US = 86_400 * 1_000_000
-_SKEW_US = 300_000_000  # an attributed event's (client) time may put it this much before its exposure
 _COLUMNS = ["request_id", "user_id", "item_id", "timestamp_us", "engaged_us"]
 
 
@@ -61,7 +60,8 @@ class ExposureLog:
         new = self._store.shown_items(since_us=start, until_us=now_us + 1, variant=PERSONALIZED)
         kept = self._replace_from(start, new)
         if first_read:  # every engagement with the window's exposures
-            engaged = self._store.engagements(since_us=since - _SKEW_US, until_us=now_us + 1, types=self._types)
+            engaged = self._store.engagements(since_us=since - ATTRIBUTION_SKEW_US, until_us=now_us + 1,
+                                              types=self._types)  # fmt: skip
         else:  # those ingested since the last read (whatever time the client gave them)
             engaged = self._store.engagements(until_us=now_us + 1, types=self._types,
                                               ingested_since_us=self._read_until - self._margin)  # fmt: skip

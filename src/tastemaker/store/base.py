@@ -26,13 +26,25 @@ from tastemaker.clock import Clock
 from tastemaker.errors import RecordError
 from tastemaker.store.validation import ValidationConfig
 
-__all__ = ["EVENT_COLUMNS", "ExposedItem", "Exposure", "IngestResult", "Mode", "Store", "UpsertResult", "UserEvents"]
+__all__ = [
+    "ATTRIBUTION_SKEW_US",
+    "EVENT_COLUMNS",
+    "ExposedItem",
+    "Exposure",
+    "IngestResult",
+    "Mode",
+    "Store",
+    "UpsertResult",
+    "UserEvents",
+]
 
 Mode = Literal["strict", "lenient"]
 Records = Iterable[Mapping[str, Any]]
 
 #: Columns of :meth:`Store.events_frame` unless others are asked for.
 EVENT_COLUMNS = ("event_id", "user_id", "item_id", "type", "value", "timestamp_us")
+#: how far before its exposure an attributed event's time (the client's clock) may put it
+ATTRIBUTION_SKEW_US = 300_000_000
 
 
 @dataclass

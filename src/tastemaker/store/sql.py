@@ -8,13 +8,14 @@ from typing import Any
 
 import orjson
 import pandas as pd
-from sqlalchemy import Connection, Engine, Table, bindparam, func, or_, select
+from sqlalchemy import Connection, Engine, Table, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from tastemaker.clock import Clock
 from tastemaker.errors import ConfigError, InvalidBatchError, RecordError, StoreError
 from tastemaker.store.base import (
+    ATTRIBUTION_SKEW_US,
     EVENT_COLUMNS,
     Exposure,
     IngestResult,
@@ -36,17 +37,9 @@ from tastemaker.store.validation import (
 __all__ = ["SqlStore"]
 
 _CHUNK = 2_000  # rows per INSERT statement; keeps PostgreSQL under its bind-parameter limit
-_SKEW_US = 300_000_000  # how far before its exposure an attributed event's (client) clock may put it
 _EVENT_CHUNK = 1_000  # rows per event INSERT: 9,000 parameters, under SQLite's and PostgreSQL's limits
 _EVENT_COLUMNS = ("event_id", "user_id", "item_id", "type", "value", "timestamp_us", "context", "request_id",
                   "ingested_at_us")  # fmt: skip
-# built once: SQLAlchemy then reuses its compiled form, so a request's read costs the database's work only
-_USER_EVENTS = (
-    select(events.c.user_id, events.c.event_id, events.c.item_id, events.c.type, events.c.value,
-           events.c.timestamp_us)
-    .where(events.c.user_id.in_(bindparam("users", expanding=True)), events.c.timestamp_us < bindparam("until"))
-    .order_by(events.c.user_id, events.c.timestamp_us, events.c.event_id)
-)  # fmt: skip
 _NO_END_US = 2**62
 _EXPOSURE_COLUMNS = {
     "exposures": ("request_id", "user_id", "variant", "model_version", "config_hash", "timestamp_us", "context"),
@@ -69,13 +62,11 @@ class SqlStore(Store):
         self._insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
         # Events go to the driver directly as multi-row INSERTs: SQLAlchemy's per-row parameter
         # processing would cost more than the database's own work on ingestion's hot path.
-        mark, json_mark = ("%s", "CAST(%s AS JSONB)") if self._dialect == "postgresql" else ("?", "?")
-        self._event_row_marks = "(" + ", ".join(json_mark if c == "context" else mark for c in _EVENT_COLUMNS) + ")"
+        # the driver's parameter marks (a JSON column's cast on PostgreSQL)
+        self._mark, self._json_mark = ("%s", "CAST(%s AS JSONB)") if self._dialect == "postgresql" else ("?", "?")
+        self._event_row_marks = "(" + ", ".join(self._json_mark if c == "context" else self._mark
+                                                for c in _EVENT_COLUMNS) + ")"  # fmt: skip
         self._event_sql: dict[int, str] = {}
-        self._one_user_events = (
-            "SELECT event_id, item_id, type, value, timestamp_us FROM events "
-            f"WHERE user_id = {mark} AND timestamp_us < {mark} ORDER BY timestamp_us, event_id"
-        )
         self._exposures_sql: dict[tuple[str, int], str] = {}
 
     @property
@@ -227,8 +218,7 @@ class SqlStore(Store):
         key = (table, n_rows)
         if key not in self._exposures_sql:
             columns = _EXPOSURE_COLUMNS[table]
-            mark, json_mark = ("%s", "CAST(%s AS JSONB)") if self._dialect == "postgresql" else ("?", "?")
-            row = "(" + ", ".join(json_mark if c == "context" else mark for c in columns) + ")"
+            row = "(" + ", ".join(self._json_mark if c == "context" else self._mark for c in columns) + ")"
             conflict = " ON CONFLICT (request_id) DO NOTHING RETURNING request_id" if (
                 table == "exposures" and self._dialect == "postgresql") else ""  # fmt: skip
             values = ", ".join([row] * n_rows)
@@ -284,14 +274,15 @@ class SqlStore(Store):
     def user_events(self, user_ids: Sequence[str], *, until_us: int | None = None) -> dict[str, UserEvents]:
         wanted = list(dict.fromkeys(str(u) for u in user_ids))
         until = _NO_END_US if until_us is None else until_us
-        if len(wanted) == 1:  # the API's request: one statement on a pooled driver connection
-            found = self._driver_read("read events", self._one_user_events, (wanted[0], until))
-            return {wanted[0]: UserEvents.of_rows(found)} if found else {}
         rows: dict[str, list[tuple[Any, ...]]] = {}
-        with self._transaction("read events") as conn:
-            for chunk in _chunks(wanted):
-                for user, *event in conn.execute(_USER_EVENTS, {"users": chunk, "until": until}):
-                    rows.setdefault(user, []).append(event)
+        for chunk in _chunks(wanted):  # the request path's read: plain statements on a pooled driver connection
+            sql = (
+                "SELECT user_id, event_id, item_id, type, value, timestamp_us FROM events "
+                f"WHERE user_id IN ({', '.join([self._mark] * len(chunk))}) AND timestamp_us < {self._mark} "
+                "ORDER BY user_id, timestamp_us, event_id"
+            )
+            for user, *event in self._driver_read("read events", sql, (*chunk, until)):
+                rows.setdefault(user, []).append(event)
         return {user: UserEvents.of_rows(found) for user, found in rows.items()}
 
     def items_frame(self, *, updated_since_us: int | None = None) -> pd.DataFrame:
@@ -331,7 +322,7 @@ class SqlStore(Store):
         if engagement_types is not None:
             first = first.where(events.c.type.in_(list(engagement_types)))
         if since_us is not None:  # an attributed event comes after its exposure (give or take clock skew)
-            first = first.where(events.c.timestamp_us >= since_us - _SKEW_US)
+            first = first.where(events.c.timestamp_us >= since_us - ATTRIBUTION_SKEW_US)
         first = first.group_by(events.c.request_id, events.c.item_id).subquery()
         cols = [*exposures.c, *(c for c in exposure_items.c if c.name != "request_id"), first.c.engaged_us]
         stmt = (
@@ -403,7 +394,6 @@ class SqlStore(Store):
         """One read-only statement straight on a pooled driver connection: no transaction to begin and end
         around it (SQLAlchemy's costs several times the read of a user's few events). A single statement reads
         one consistent snapshot on both back ends; the pool rolls the connection back when it is returned."""
-        dbapi = self._engine.dialect.loaded_dbapi
         try:
             conn = self._engine.raw_connection()
             try:
@@ -412,9 +402,8 @@ class SqlStore(Store):
                 return list(cursor.fetchall())
             finally:
                 conn.close()
-        except (SQLAlchemyError, dbapi.Error) as exc:
-            cause = getattr(exc, "orig", None) or exc
-            raise StoreError(f"could not {what} in {self.url}: {cause.__class__.__name__}: {cause}") from exc
+        except (SQLAlchemyError, self._engine.dialect.loaded_dbapi.Error) as exc:
+            raise self._failed(what, exc) from exc
 
     def _frame(self, stmt: Any, columns: list[str]) -> pd.DataFrame:
         with self._transaction("read") as conn:
@@ -430,12 +419,15 @@ class SqlStore(Store):
             with self._engine.connect().execution_options(writer=write) as conn, conn.begin():
                 yield conn
         except SQLAlchemyError as exc:
-            cause = getattr(exc, "orig", None) or exc
-            raise StoreError(f"could not {what} in {self.url}: {cause.__class__.__name__}: {cause}") from exc
+            raise self._failed(what, exc) from exc
         except OverflowError as exc:  # raised by the driver while binding, outside SQLAlchemy's wrapping
             raise StoreError(
                 f"could not {what} in {self.url}: a number is out of the database's range ({exc})"
             ) from exc
+
+    def _failed(self, what: str, exc: Exception) -> StoreError:
+        cause = getattr(exc, "orig", None) or exc  # the driver's own error, where SQLAlchemy wrapped one
+        return StoreError(f"could not {what} in {self.url}: {cause.__class__.__name__}: {cause}")
 
     def close(self) -> None:
         self._engine.dispose()
