@@ -184,16 +184,10 @@ class Store(ABC):
         """Events with ``since_us <= timestamp_us < until_us`` (of ``user_ids`` only, when given), ordered by
         time then id."""
 
+    @abstractmethod
     def user_events(self, user_ids: Sequence[str], *, until_us: int | None = None) -> dict[str, UserEvents]:
         """Each of ``user_ids``' events with ``timestamp_us < until_us``, ordered by time then id; users without
         any are left out. The request path's read: back ends answer it without building a frame."""
-        frame = self.events_frame(until_us=until_us, user_ids=user_ids, columns=EVENT_COLUMNS)
-        out = {}
-        for user, rows in frame.groupby("user_id", sort=False):
-            out[str(user)] = UserEvents.of_rows(
-                list(rows[["event_id", "item_id", "type", "value", "timestamp_us"]].itertuples(index=False, name=None))
-            )
-        return out
 
     @abstractmethod
     def items_frame(self, *, updated_since_us: int | None = None) -> pd.DataFrame:
