@@ -26,18 +26,40 @@ class FeedbackLog:
     def __init__(self, shown: pd.DataFrame, catalog: Catalog) -> None:
         when = shown["shown_us"].to_numpy(np.int64)
         order = np.argsort(when, kind="stable")
-        self._when = when[order]
-        self._user = shown["user"].to_numpy(np.int64)[order]
-        self._item = shown["item"].to_numpy(np.int64)[order]
-        self._engaged = shown["engaged"].to_numpy(bool)[order]
-        engaged_us = shown["engaged_us"].to_numpy(np.float64)[order] if "engaged_us" in shown else self._when
-        self._engaged_us = np.where(self._engaged, np.nan_to_num(engaged_us, nan=np.inf), np.inf)
-        self._engaged_sorted = np.sort(self._engaged_us)  # how many engagements came before a given now
-        self._provider = catalog.provider[self._item] if len(self._item) else np.zeros(0, np.int64)
+        when, user = when[order], shown["user"].to_numpy(np.int64)[order]
+        engaged = shown["engaged"].to_numpy(bool)[order]
+        engaged_us = shown["engaged_us"].to_numpy(np.float64)[order] if "engaged_us" in shown else when
+        engaged_us = np.where(engaged, np.nan_to_num(engaged_us, nan=np.inf), np.inf)
+        self._set(when, user, shown["item"].to_numpy(np.int64)[order], engaged_us, catalog, np.lexsort((when, user)))
+
+    @classmethod
+    def of_arrays(
+        cls,
+        shown_us: np.ndarray,
+        user: np.ndarray,
+        item: np.ndarray,
+        engaged_us: np.ndarray,
+        catalog: Catalog,
+        by_user: np.ndarray,
+    ) -> FeedbackLog:
+        """The log from rows already in time order: ``engaged_us`` NaN or inf where nothing engaged, and
+        ``by_user`` the rows' order by user, then time (what a caller keeping the log up to date maintains
+        as rows come and go, instead of sorting every row again)."""
+        log = cls.__new__(cls)
+        log._set(np.asarray(shown_us, np.int64), np.asarray(user, np.int64), np.asarray(item, np.int64),
+                 np.nan_to_num(np.asarray(engaged_us, np.float64), nan=np.inf), catalog, by_user)  # fmt: skip
+        return log
+
+    def _set(self, when: np.ndarray, user: np.ndarray, item: np.ndarray, engaged_us: np.ndarray, catalog: Catalog,
+             by_user: np.ndarray) -> None:  # fmt: skip
+        self._when, self._user, self._item, self._engaged_us = when, user, item, engaged_us
+        engaged = engaged_us[np.isfinite(engaged_us)]
+        self._engaged_sorted = np.sort(engaged)  # how many engagements came before a given now
+        self._provider = catalog.provider[item] if len(item) else np.zeros(0, np.int64)
         self._providers = catalog.providers
         self._n_items = len(catalog)
-        self._by_user = np.lexsort((self._when, self._user))  # rows by user, then time
-        self._users_sorted = self._user[self._by_user]
+        self._by_user = by_user  # rows by user, then time
+        self._users_sorted = user[by_user]
         self._totals: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
         self._shares: tuple[int, int, dict[str, float]] | None = None
 

@@ -22,6 +22,7 @@ import pandas as pd
 from tastemaker.models.registry import Registry, load_engine
 from tastemaker.ranking.engine import Engine
 from tastemaker.reranking import FeedbackLog
+from tastemaker.serving.feedback import ExposureLog
 
 __all__ = ["Loaded", "ModelSlot"]
 
@@ -40,6 +41,8 @@ class Loaded:
     #: per user: (events since training, last event id) when they were last folded in
     folded: dict[str, tuple[int, str]] = field(default_factory=dict)
     feedback: FeedbackLog | None = None
+    #: the exposure log's rows in this model's indices, kept in step with the log (see ``feedback_from``)
+    mapped: _MappedRows = field(default_factory=lambda: _MappedRows())
 
     @property
     def config_hash(self) -> str:
@@ -49,21 +52,69 @@ class Loaded:
     def trained_until_us(self) -> int:
         return int(self.engine.snapshot.end_us)
 
-    def feedback_from(self, exposures: pd.DataFrame) -> FeedbackLog:
-        """The exposure log the re-rankers read, from the store's rows (user_id, item_id, timestamp_us,
-        engaged_us); rows of users or items this model does not know are left out. Built beside the
-        requests: the caller swaps it in (``loaded.feedback = ...``), one reference."""
-        engine = self.engine
-        n = len(exposures)
-        # (looked up as object indexes: a str column would be converted first, several times slower)
-        user = engine.user_ids.get_indexer(pd.Index(exposures["user_id"].to_numpy(object), dtype=object))
-        item = engine.item_ids.get_indexer(pd.Index(exposures["item_id"].to_numpy(object), dtype=object))
-        keep = (user >= 0) & (item >= 0) & (item < len(engine.catalog))
-        engaged_us = exposures["engaged_us"].to_numpy(np.float64) if n else np.zeros(0)
-        shown_us = exposures["timestamp_us"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
-        rows = pd.DataFrame({"user": user[keep], "item": item[keep], "shown_us": shown_us[keep],
-                             "engaged": ~np.isnan(engaged_us[keep]), "engaged_us": engaged_us[keep]})  # fmt: skip
-        return FeedbackLog(rows, engine.catalog)
+    def feedback_from(self, log: ExposureLog) -> FeedbackLog:
+        """The exposure log the re-rankers read, from the serving exposure log; rows of users or items this
+        model does not know are left out. Built beside the requests: the caller swaps it in
+        (``loaded.feedback = ...``), one reference. One refresh at a time (it updates ``mapped``)."""
+        user, item, by_user = self.mapped.sync(log, self.engine)
+        keep = (user >= 0) & (item >= 0)
+        if keep.all():
+            kept, order = slice(None), by_user
+        else:  # the order by user of the rows kept, renumbered
+            renumber = np.cumsum(keep) - 1
+            order = renumber[by_user[keep[by_user]]]
+            kept = keep
+        return FeedbackLog.of_arrays(log.shown_us[kept], user[kept], item[kept], log.engaged_us[kept],
+                                     self.engine.catalog, order)  # fmt: skip
+
+
+class _MappedRows:
+    """The exposure log's users and items as a model's indices (-1: unknown to it), and the rows' order by
+    user then time, kept in step with the log: each refresh looks up only the rows it read anew (and those
+    still unknown: a user folded in, an item added since), and merges the new rows into the order by user
+    instead of sorting the whole log again (a timsort of one sorted run and a short one is a merge)."""
+
+    def __init__(self) -> None:
+        self._first = 0  # the log's absolute number of row 0 here
+        self._user = np.zeros(0, np.int64)
+        self._item = np.zeros(0, np.int64)
+        self._by_user = np.zeros(0, np.int64)
+
+    def sync(self, log: ExposureLog, engine: Engine) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(user, item, by_user)`` for every row of ``log`` now."""
+        drop = min(max(log.first - self._first, 0), len(self._user))
+        same = max(min(log.fresh - log.first, len(self._user) - drop), 0)  # rows unchanged since the last sync
+        user, item = self._user[drop : drop + same], self._item[drop : drop + same]
+        by_user = self._by_user[(self._by_user >= drop) & (self._by_user < drop + same)] - drop
+        unknown = np.flatnonzero((user < 0) | (item < 0))
+        moved = np.zeros(0, np.int64)  # rows whose user became known: they leave the unknown users' run
+        if len(unknown):
+            was_unknown = user[unknown] < 0
+            user[unknown] = _positions(engine.user_ids, log.users[unknown])
+            item[unknown] = _item_positions(engine, log.items[unknown])
+            moved = unknown[was_unknown & (user[unknown] >= 0)]
+        user = np.concatenate([user, _positions(engine.user_ids, log.users[same:])])
+        item = np.concatenate([item, _item_positions(engine, log.items[same:])])
+        if len(moved):
+            gone = np.zeros(len(user), bool)
+            gone[moved] = True
+            by_user = by_user[~gone[by_user]]
+        # the kept rows are one run by user; after them the moved and the new rows, by time (a user's rows are
+        # all known or all unknown, so none of a moved user's rows is in the run): a stable sort merges them
+        merged = np.concatenate([by_user, moved, np.arange(same, len(user))])
+        by_user = merged[np.argsort(user[merged], kind="stable")]
+        self._first, self._user, self._item, self._by_user = log.first, user, item, by_user
+        return user, item, by_user
+
+
+def _positions(index: pd.Index, ids: np.ndarray) -> np.ndarray:
+    # (looked up as object indexes: a str column would be converted first, several times slower)
+    return index.get_indexer(pd.Index(ids, dtype=object)).astype(np.int64) if len(ids) else np.zeros(0, np.int64)
+
+
+def _item_positions(engine: Engine, ids: np.ndarray) -> np.ndarray:
+    found = _positions(engine.item_ids, ids)
+    return np.where(found < len(engine.catalog), found, -1)
 
 
 def _settle() -> None:

@@ -329,7 +329,7 @@ class Recommender:
         changed = self.catalog.refresh(now, popularity=recount)
         if recount:
             self._counted_us = now
-        rows = self._exposures.update(now)
+        self._exposures.update(now)
         loaded = self._served = self.slot.current
         if loaded is None:
             return
@@ -340,7 +340,7 @@ class Recommender:
         if len(new):  # catalog items added since training: the sources that can (fresh, content) serve them
             with loaded.lock:
                 loaded.engine.add_items(new.reset_index(drop=True))
-        loaded.feedback = loaded.feedback_from(rows)  # built outside the lock, swapped in as one reference
+        loaded.feedback = loaded.feedback_from(self._exposures)  # built outside the lock, swapped in as one reference
 
 
 def context_value(key: str, text: str) -> float | str:

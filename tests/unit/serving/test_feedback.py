@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 
-from tastemaker.clock import FixedClock, to_us
+from tastemaker.clock import FixedClock, from_us, to_us
+from tastemaker.reranking import Catalog, FeedbackLog
 from tastemaker.serving.feedback import ExposureLog
+from tastemaker.serving.models import Loaded
 from tastemaker.store import ExposedItem, Exposure, open_store
 
 T0 = "2026-11-26T12:00:00Z"
@@ -23,23 +28,27 @@ def test_each_update_adds_new_exposures_and_later_engagements(tmp_path: Path) ->
     with open_store(f"sqlite:///{tmp_path / 's.db'}", clock=clock) as store:
         log = ExposureLog(store, days=1, engagement_types=("click",), margin_us=1_000_000)
         store.record_exposures([shown("r1", T0), shown("c1", T0, variant="control")])
-        rows = log.update(to_us("2026-11-26T12:10:00Z"))
+        log.update(to_us("2026-11-26T12:10:00Z"))
+        rows = log.rows
         assert rows["request_id"].tolist() == ["r1", "r1"] and rows["engaged_us"].isna().all()  # control left out
         store.record_exposures([shown("r2", "2026-11-26T12:20:00Z")])
         store.ingest_events([{"user_id": "u1", "item_id": "m2", "type": "click", "timestamp": "2026-11-26T12:30:00Z",
                               "request_id": "r1"}])  # fmt: skip
-        rows = log.update(to_us("2026-11-26T12:40:00Z")).set_index(["request_id", "item_id"])
+        log.update(to_us("2026-11-26T12:40:00Z"))
+        rows = log.rows.set_index(["request_id", "item_id"])
         assert len(rows) == 4  # nothing read twice
         assert rows.loc[("r1", "m2"), "engaged_us"] == to_us("2026-11-26T12:30:00Z")  # an older exposure's click
         assert np.isnan(rows.loc[("r1", "m1"), "engaged_us"]) and rows.loc["r2", "engaged_us"].isna().all()
-        assert len(log.update(to_us("2026-11-27T12:25:00Z"))) == 0  # a day later the window is empty
+        log.update(to_us("2026-11-27T12:25:00Z"))
+        assert len(log) == 0 and log.rows.empty  # a day later the window is empty
 
 
 def test_the_log_keeps_the_newest_rows_when_over_its_bound(tmp_path: Path) -> None:
     with open_store(f"sqlite:///{tmp_path / 's.db'}", clock=FixedClock("2026-11-26T13:00:00Z")) as store:
         log = ExposureLog(store, days=1, engagement_types=("click",), max_rows=3)
         store.record_exposures([shown("r1", T0), shown("r2", "2026-11-26T12:01:00Z")])
-        rows = log.update(to_us("2026-11-26T12:05:00Z"))
+        log.update(to_us("2026-11-26T12:05:00Z"))
+        rows = log.rows
         assert rows["request_id"].tolist() == ["r1", "r2", "r2"]
 
 
@@ -50,17 +59,20 @@ def test_rows_read_again_inside_the_margin_keep_their_engagements_and_late_event
         store.record_exposures([shown("r1", "2026-11-26T12:00:00Z")])
         store.ingest_events([{"user_id": "u1", "item_id": "m1", "type": "click", "timestamp": "2026-11-26T12:00:10Z",
                               "request_id": "r1"}])  # fmt: skip
-        rows = log.update(to_us("2026-11-26T12:00:30Z")).set_index("item_id")
+        log.update(to_us("2026-11-26T12:00:30Z"))
+        rows = log.rows.set_index("item_id")
         assert rows.loc["m1", "engaged_us"] == to_us("2026-11-26T12:00:10Z")
         store.record_exposures([shown("r2", "2026-11-26T12:00:40Z")])
-        rows = log.update(to_us("2026-11-26T12:00:50Z"))  # r1 is inside the margin: read again, not twice
+        log.update(to_us("2026-11-26T12:00:50Z"))  # r1 is inside the margin: read again, not twice
+        rows = log.rows
         assert rows["request_id"].tolist() == ["r1", "r1", "r2", "r2"]
         clicked = rows.set_index(["request_id", "item_id"]).loc[("r1", "m1"), "engaged_us"]
         assert clicked == to_us("2026-11-26T12:00:10Z")
         clock.advance(3600)  # an hour later the client sends a click it kept offline, dated just after r1
         store.ingest_events([{"user_id": "u1", "item_id": "m2", "type": "click", "timestamp": "2026-11-26T12:00:20Z",
                               "request_id": "r1"}])  # fmt: skip
-        rows = log.update(to_us("2026-11-26T13:00:50Z")).set_index(["request_id", "item_id"])
+        log.update(to_us("2026-11-26T13:00:50Z"))
+        rows = log.rows.set_index(["request_id", "item_id"])
         assert rows.loc[("r1", "m2"), "engaged_us"] == to_us("2026-11-26T12:00:20Z")
         assert rows["engaged_us"].notna().sum() == 2
 
@@ -74,6 +86,69 @@ def test_requests_cut_by_the_bound_keep_their_remaining_rows_attributable(tmp_pa
         clock.advance(60)
         store.ingest_events([{"user_id": "u1", "item_id": "m2", "type": "click", "timestamp": "2026-11-26T12:06:00Z",
                               "request_id": "r1"}])  # fmt: skip
-        rows = log.update(to_us("2026-11-26T12:07:00Z"))
+        log.update(to_us("2026-11-26T12:07:00Z"))
+        rows = log.rows
         assert rows["request_id"].tolist() == ["r1", "r2", "r2"]
         assert rows["engaged_us"].tolist()[0] == to_us("2026-11-26T12:06:00Z")
+
+
+def _from_scratch(log: ExposureLog, engine: SimpleNamespace) -> FeedbackLog:
+    """The feedback a model reads, built from the whole log at once (what the kept-in-step one must equal)."""
+    rows = log.rows
+    user = engine.user_ids.get_indexer(rows["user_id"])
+    item = engine.item_ids.get_indexer(rows["item_id"])
+    keep = (user >= 0) & (item >= 0) & (item < len(engine.catalog))
+    engaged = rows["engaged_us"].to_numpy(np.float64)[keep]
+    frame = pd.DataFrame({"user": user[keep], "item": item[keep], "shown_us": rows["timestamp_us"].to_numpy()[keep],
+                          "engaged": ~np.isnan(engaged), "engaged_us": engaged})  # fmt: skip
+    return FeedbackLog(frame, engine.catalog)
+
+
+def test_the_feedback_kept_in_step_with_the_log_answers_as_one_built_from_scratch(tmp_path: Path) -> None:
+    """Refresh after refresh — rows read again inside the margin, rows leaving past the bound, late clicks,
+    users and items the model learns only later — the feedback a model keeps up to date row by row answers
+    every question exactly as one built from the whole log."""
+    rng = np.random.default_rng(5)
+    n_items = 12
+    catalog = Catalog(pd.Index([f"m{i}" for i in range(n_items)], dtype=object), pd.Index(["a", "b"]),
+                      sp.csr_matrix(np.eye(n_items, 2, dtype=bool)), np.array([f"p{i % 3}" for i in range(n_items)],
+                      dtype=object), np.zeros(n_items, np.int64), np.ones(n_items, bool))  # fmt: skip
+    known_users = ["u0", "u1", "u2"]  # u3..u7 join the model as the test goes (folded in)
+    engine = SimpleNamespace(user_ids=pd.Index(known_users, dtype=object), catalog=catalog,
+                             item_ids=pd.Index([f"m{i}" for i in range(n_items - 2)], dtype=object))  # fmt: skip
+    loaded = Loaded("v1", engine, {})  # type: ignore[arg-type]
+    clock = FixedClock("2026-11-26T12:00:00Z")
+    start = clock.now_us()
+    with open_store(f"sqlite:///{tmp_path / 's.db'}", clock=clock) as store:
+        log = ExposureLog(store, days=1, engagement_types=("click",), max_rows=150, margin_us=20_000_000)
+        requests = 0
+        for step in range(40):
+            now = start + (step + 1) * 10_000_000
+            for _ in range(int(rng.integers(0, 4))):  # exposures of the last 18 s, inside the margin
+                at = now - int(rng.integers(1, 18_000_000))  # before some of the last step's: they interleave
+                user = f"u{int(rng.integers(8))}"
+                shown_items = rng.choice(n_items + 2, 5, replace=False)  # m12, m13: items no model knows
+                store.record_exposures([Exposure(f"r{requests}", user, "personalized", at,
+                                                 [ExposedItem(p + 1, f"m{i}", 1.0, "als", 1.0)
+                                                  for p, i in enumerate(shown_items)])])  # fmt: skip
+                requests += 1
+            if requests and rng.random() < 0.5:  # a click on an earlier list, sometimes long after it
+                request = f"r{int(rng.integers(requests))}"
+                store.ingest_events([{"user_id": "u0", "item_id": f"m{int(rng.integers(n_items))}", "type": "click",
+                                      "timestamp": from_us(now - 1).isoformat(), "request_id": request}])  # fmt: skip
+            if step % 7 == 3 and len(engine.user_ids) < 8:  # a user folded in, an item added to the model
+                engine.user_ids = engine.user_ids.append(pd.Index([f"u{len(engine.user_ids)}"], dtype=object))
+                engine.item_ids = pd.Index([f"m{i}" for i in range(min(len(engine.item_ids) + 1, n_items))],
+                                           dtype=object)  # fmt: skip
+            clock.advance(10)
+            log.update(now)
+            got, want = loaded.feedback_from(log), _from_scratch(log, engine)
+            items = np.arange(n_items)
+            for asked in (now, now - 15_000_000):
+                assert all(np.array_equal(a, b) for a, b in zip(got.item_counts(items, asked),
+                                                                want.item_counts(items, asked), strict=True))
+                assert got.provider_shares(asked, asked - 60_000_000) == want.provider_shares(asked, asked - 60_000_000)
+                for user in range(len(engine.user_ids)):
+                    assert np.array_equal(got.user_ignored(user, items, asked, start),
+                                          want.user_ignored(user, items, asked, start)), (step, user)
+        assert requests > 40 and len(log) == 150  # the bound was reached: rows left from the front
