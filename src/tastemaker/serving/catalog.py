@@ -41,7 +41,7 @@ class CatalogView:
         self._categories: dict[str, tuple[str, ...]] = {}
         self._unavailable: set[str] = set()
         self._ranked: list[str] = []  # popular first
-        self._counts: dict[str, float] = {}
+        self._counts: list[float] = []  # each ranked item's events (a list: no dict of every item to build)
         self._notes: list[tuple[int, dict[str, Any]]] = []  # item writes applied since the running refresh began
         self._note_seq = 0
         self._items_until: int | None = None  # items updated from here on are read at the next refresh
@@ -70,7 +70,7 @@ class CatalogView:
                 self._at_until = int((items["updated_at_us"] == self._items_until).sum())
             if table is not None:
                 self._ranked = table["item_id"].tolist()
-                self._counts = dict(zip(table["item_id"], table["n"], strict=True))
+                self._counts = table["n"].tolist()
                 self._total = float(table["n"].sum()) or 1.0
             self.refreshed_us = now_us
             late = [row for seq, row in self._notes if seq > started]  # written while the items were read
@@ -125,13 +125,15 @@ class CatalogView:
             unavailable, cats = self._unavailable, self._categories
         skip = set(exclude) | unavailable
         picked: list[str] = []
-        for item in ranked:
+        at: list[int] = []
+        for position, item in enumerate(ranked):
             if item in skip or (category is not None and category not in cats.get(item, ())):
                 continue
             picked.append(item)
+            at.append(position)
             if len(picked) == k:
                 break
-        return Popular(picked, [counts[i] / total for i in picked])
+        return Popular(picked, [counts[p] / total for p in at])
 
 
 def _ranked(counts: pd.DataFrame) -> pd.DataFrame:
