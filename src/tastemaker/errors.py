@@ -58,6 +58,11 @@ class StoreError(TastemakerError):
     """The store could not complete an operation (connection, migration, constraint)."""
 
 
+class OverloadedError(TastemakerError):
+    """The server is behind: a request waited longer than it may for its turn, and is refused instead of
+    being answered late (a client has given up on it by then, and serving it would delay every later one)."""
+
+
 @dataclass(frozen=True)
 class RecordError:
     """One rejected record of a batch: its position in the batch, the field and the reason."""

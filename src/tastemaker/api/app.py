@@ -114,7 +114,7 @@ def _start(settings: ServerSettings, clock: Clock, metrics: Metrics) -> Server:
         raise
     slot = recommender.slot
     metrics.serving(slot.current.version if slot.current else None)
-    batcher = ListBatcher(recommender, max_batch=settings.list_batch)
+    batcher = ListBatcher(recommender, max_batch=settings.list_batch, max_wait_seconds=settings.list_wait_seconds)
     return Server(settings, store, recommender, slot.registry, metrics, writer, batcher)
 
 

@@ -15,6 +15,7 @@ from tastemaker.errors import (
     ConfigError,
     DataFormatError,
     InvalidBatchError,
+    OverloadedError,
     StoreError,
     TastemakerError,
 )
@@ -78,6 +79,9 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, DataFormatError):  # a file of the server's own (the registry) is unreadable
             _log.error("%s", exc)
             return body(500, str(exc))
+        if isinstance(exc, OverloadedError):
+            _log.warning("%s", exc)
+            return body(503, str(exc), headers={"Retry-After": "1"})
         if isinstance(exc, StoreError):
             _log.error("store error: %s", exc)
             return body(503, "the store is unavailable; try again", headers={"Retry-After": "1"})

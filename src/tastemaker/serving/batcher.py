@@ -3,19 +3,25 @@
 A list's cost is mostly fixed per call (a few hundred small array operations), and one process computes one
 list at a time anyway (the engine's lock). So requests that arrive while a batch is being computed wait and
 go together in the next call, at most ``max_batch`` of them: an idle server starts a lone request at once
-(no added wait), a busy one spreads each call's fixed cost over the batch (on the serving benchmark's world a
-list costs 18% less in batches of 4 and 27% less in batches of 8 than alone). A batch that fails is retried one
-request at a time, so one request's failure is its own.
+(no added wait), a busy one spreads each call's fixed cost over the batch (on the serving benchmark's world,
+2026-11-28, a list cost 21% less in batches of 4 and 38% less in batches of 8 than alone). A batch that fails is
+retried one request at a time, so one request's failure is its own.
+
+A server behind its load sheds: a request that waited ``max_wait_seconds`` in the queue is refused
+(:class:`~tastemaker.errors.OverloadedError`, a 503 with Retry-After) when its turn comes, and one whose caller
+gave up (its future cancelled) is dropped; neither is computed. Waits are measured on a monotonic clock: a
+duration, not the "now" lists are computed at.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 
-from tastemaker.errors import TastemakerError
+from tastemaker.errors import OverloadedError, TastemakerError
 from tastemaker.serving.service import ListRequest, Recommender, ServedList
 
 __all__ = ["ListBatcher"]
@@ -24,16 +30,21 @@ _log = logging.getLogger(__name__)
 
 
 class ListBatcher:
-    def __init__(self, recommender: Recommender, *, max_batch: int = 8) -> None:
+    def __init__(self, recommender: Recommender, *, max_batch: int = 8, max_wait_seconds: float = 5.0) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
+        if not max_wait_seconds > 0:
+            raise ValueError(f"max_wait_seconds must be above 0, got {max_wait_seconds!r}")
         self._recommender = recommender
         self._max_batch = max_batch
-        self._queued: deque[tuple[ListRequest, Future[ServedList]]] = deque()
+        self._max_wait = max_wait_seconds
+        self._queued: deque[tuple[ListRequest, Future[ServedList], float]] = deque()
         self._arrived = threading.Condition()
         self._closed = False
         #: batch sizes served so far (size -> calls), for tests and metrics
         self.sizes: dict[int, int] = {}
+        #: requests refused for waiting too long, and dropped because their caller gave up
+        self.shed = self.abandoned = 0
         self._thread = threading.Thread(target=self._run, name="list-batcher", daemon=True)
         self._thread.start()
 
@@ -46,7 +57,7 @@ class ListBatcher:
         with self._arrived:
             if self._closed:
                 raise TastemakerError("the list batcher is closed")
-            self._queued.append((request, done))
+            self._queued.append((request, done, time.monotonic()))
             self._arrived.notify()
         return done
 
@@ -63,9 +74,27 @@ class ListBatcher:
                 self._arrived.wait_for(lambda: self._queued or self._closed)
                 if not self._queued:  # closed, and nothing left
                     return
-                batch = [self._queued.popleft() for _ in range(min(self._max_batch, len(self._queued)))]
-            self.sizes[len(batch)] = self.sizes.get(len(batch), 0) + 1
-            self._serve(batch)
+                batch = self._take()
+            if batch:
+                self.sizes[len(batch)] = self.sizes.get(len(batch), 0) + 1
+                self._serve(batch)
+
+    def _take(self) -> list[tuple[ListRequest, Future[ServedList]]]:
+        """The next batch: up to ``max_batch`` queued requests still wanted, refusing those waited too long."""
+        batch = []
+        oldest = time.monotonic() - self._max_wait
+        while self._queued and len(batch) < self._max_batch:
+            request, done, queued_at = self._queued.popleft()
+            if not done.set_running_or_notify_cancel():  # (from here on it cannot be cancelled: always answered)
+                self.abandoned += 1
+            elif queued_at < oldest:
+                self.shed += 1
+                done.set_exception(OverloadedError(
+                    f"the server is behind its load: the list waited over {self._max_wait:g} s for its turn; "
+                    "try again"))  # fmt: skip
+            else:
+                batch.append((request, done))
+        return batch
 
     def _serve(self, batch: list[tuple[ListRequest, Future[ServedList]]]) -> None:
         try:

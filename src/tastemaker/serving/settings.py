@@ -70,6 +70,9 @@ class ServerSettings(ConfigModel):
     exposure_flush_seconds: float = Field(default=0.2, gt=0)
     #: lists asked for while one is computed go together in the next call, at most this many (1: one at a time)
     list_batch: int = Field(default=8, ge=1, le=64)
+    #: a list request that waited this long for its turn is refused with 503 and Retry-After instead of served
+    #: late: a server behind its load sheds what no client still waits for rather than falling further behind
+    list_wait_seconds: float = Field(default=5.0, gt=0)
     #: exposure rows the re-rankers read (fatigue, fairness, exploration): the last this many days
     feedback_days: float = Field(default=28.0, gt=0)
     #: at most this many exposure rows are kept for them (the newest): at high traffic the window is shorter

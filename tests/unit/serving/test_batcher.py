@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tastemaker.errors import StoreError, TastemakerError
+from tastemaker.errors import OverloadedError, StoreError, TastemakerError
 from tastemaker.serving import ListRequest, Recommender
 from tastemaker.serving.batcher import ListBatcher
 
@@ -69,3 +69,55 @@ def test_close_serves_what_is_queued(recommender: Recommender) -> None:
     futures = [batcher.submit(ListRequest(f"u{n}", k=4)) for n in range(5)]
     batcher.close()
     assert all(f.done() and len(f.result().items) == 4 for f in futures)
+
+
+def test_requests_that_waited_too_long_are_refused_and_abandoned_ones_dropped(recommender: Recommender) -> None:
+    """A server behind its load sheds: a list that waited past the bound is refused (OverloadedError: a 503),
+    one whose caller gave up is never computed, and the next request is served as usual."""
+    gate = threading.Event()
+    release = recommender.recommend
+    computed: list[str] = []
+
+    def slow_first(requests):
+        gate.wait(10)
+        computed.extend(r.request_id for r in requests)
+        return release(requests)
+
+    recommender.recommend = slow_first  # type: ignore[method-assign]
+    batcher = ListBatcher(recommender, max_batch=8, max_wait_seconds=0.2)
+    first = batcher.submit(ListRequest("u1", k=5, request_id="first"))
+    deadline = time.monotonic() + 10
+    while not batcher.sizes and time.monotonic() < deadline:
+        time.sleep(0.01)  # the first request is being computed (held at the gate)
+    late = batcher.submit(ListRequest("u2", k=5, request_id="late"))
+    gone = batcher.submit(ListRequest("u3", k=5, request_id="gone"))
+    assert gone.cancel()  # its caller gave up while it waited
+    time.sleep(0.3)  # both wait past the bound
+    gate.set()
+    assert first.result(30).request_id == "first"
+    with pytest.raises(OverloadedError, match="behind its load"):
+        late.result(30)
+    assert batcher.submit(ListRequest("u4", k=5, request_id="next")).result(30).request_id == "next"
+    batcher.close()
+    assert computed == ["first", "next"] and (batcher.shed, batcher.abandoned) == (1, 1)
+
+
+def test_a_request_given_up_while_computed_does_not_stop_the_batcher(recommender: Recommender) -> None:
+    gate = threading.Event()
+    release = recommender.recommend
+
+    def held(requests):
+        gate.wait(10)
+        return release(requests)
+
+    recommender.recommend = held  # type: ignore[method-assign]
+    batcher = ListBatcher(recommender)
+    running = batcher.submit(ListRequest("u1", k=5))
+    deadline = time.monotonic() + 10
+    while not batcher.sizes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not running.cancel()  # being computed: it is answered, whoever still waits for it
+    gate.set()
+    assert running.result(30).user_id == "u1"
+    assert batcher.submit(ListRequest("u2", k=5)).result(30).user_id == "u2"
+    batcher.close()
