@@ -58,13 +58,12 @@ class Loaded:
         (``loaded.feedback = ...``), one reference. One refresh at a time (it updates ``mapped``)."""
         user, item, by_user = self.mapped.sync(log, self.engine)
         keep = (user >= 0) & (item >= 0)
-        if keep.all():
-            kept, order = slice(None), by_user
-        else:  # the order by user of the rows kept, renumbered
-            renumber = np.cumsum(keep) - 1
-            order = renumber[by_user[keep[by_user]]]
-            kept = keep
-        return FeedbackLog.of_arrays(log.shown_us[kept], user[kept], item[kept], log.engaged_us[kept],
+        if keep.all():  # (copies throughout: the log's columns change in place at its next update, and the
+            shown_us = log.shown_us.copy()  # log served meanwhile must not; engaged times are copied by of_arrays)
+            return FeedbackLog.of_arrays(shown_us, user, item, log.engaged_us, self.engine.catalog, by_user)
+        renumber = np.cumsum(keep) - 1  # the order by user of the rows kept, renumbered
+        order = renumber[by_user[keep[by_user]]]
+        return FeedbackLog.of_arrays(log.shown_us[keep], user[keep], item[keep], log.engaged_us[keep],
                                      self.engine.catalog, order)  # fmt: skip
 
 
@@ -84,7 +83,8 @@ class _MappedRows:
         """``(user, item, by_user)`` for every row of ``log`` now."""
         drop = min(max(log.first - self._first, 0), len(self._user))
         same = max(min(log.fresh - log.first, len(self._user) - drop), 0)  # rows unchanged since the last sync
-        user, item = self._user[drop : drop + same], self._item[drop : drop + same]
+        # (copies: the last sync's arrays may be the feedback being served)
+        user, item = self._user[drop : drop + same].copy(), self._item[drop : drop + same].copy()
         by_user = self._by_user[(self._by_user >= drop) & (self._by_user < drop + same)] - drop
         unknown = np.flatnonzero((user < 0) | (item < 0))
         moved = np.zeros(0, np.int64)  # rows whose user became known: they leave the unknown users' run

@@ -104,6 +104,11 @@ def _from_scratch(log: ExposureLog, engine: SimpleNamespace) -> FeedbackLog:
     return FeedbackLog(frame, engine.catalog)
 
 
+def _answers(log: FeedbackLog, items: np.ndarray, now: int, users: int) -> tuple[list, list]:
+    return ([a.tolist() for a in log.item_counts(items, now)],
+            [log.user_ignored(u, items, now, now - 3_600_000_000).tolist() for u in range(users)])  # fmt: skip
+
+
 def test_the_feedback_kept_in_step_with_the_log_answers_as_one_built_from_scratch(tmp_path: Path) -> None:
     """Refresh after refresh — rows read again inside the margin, rows leaving past the bound, late clicks,
     users and items the model learns only later — the feedback a model keeps up to date row by row answers
@@ -122,6 +127,7 @@ def test_the_feedback_kept_in_step_with_the_log_answers_as_one_built_from_scratc
     with open_store(f"sqlite:///{tmp_path / 's.db'}", clock=clock) as store:
         log = ExposureLog(store, days=1, engagement_types=("click",), max_rows=150, margin_us=20_000_000)
         requests = 0
+        served: tuple[FeedbackLog, int, tuple[list, list]] | None = None
         for step in range(40):
             now = start + (step + 1) * 10_000_000
             for _ in range(int(rng.integers(0, 4))):  # exposures of the last 18 s, inside the margin
@@ -142,8 +148,12 @@ def test_the_feedback_kept_in_step_with_the_log_answers_as_one_built_from_scratc
                                            dtype=object)  # fmt: skip
             clock.advance(10)
             log.update(now)
-            got, want = loaded.feedback_from(log), _from_scratch(log, engine)
             items = np.arange(n_items)
+            if served is not None:  # the feedback served until now answers as it did: the update left it alone
+                assert _answers(served[0], items, served[1], len(served[2][1])) == served[2]
+            got, want = loaded.feedback_from(log), _from_scratch(log, engine)
+            asked_at = now - 8_000_000  # inside the margin: the rows the next update reads again
+            served = (got, asked_at, _answers(got, items, asked_at, len(engine.user_ids)))
             for asked in (now, now - 15_000_000):
                 assert all(np.array_equal(a, b) for a, b in zip(got.item_counts(items, asked),
                                                                 want.item_counts(items, asked), strict=True))
