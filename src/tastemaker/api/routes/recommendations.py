@@ -16,7 +16,10 @@ from tastemaker.api.schemas import ErrorBody, ListResponse, RecommendationItem, 
 from tastemaker.serving.service import ListItem, ListRequest, context_value
 
 router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[Depends(require("recommend"))],
-                   responses={422: {"model": ErrorBody}})  # fmt: skip
+                   responses={422: {"model": ErrorBody},
+                              503: {"model": ErrorBody, "description": "the server is behind its load (the request "
+                                    "waited over list_wait_seconds for its turn) or the store is unavailable; "
+                                    "retry after Retry-After"}})  # fmt: skip
 _CONTEXT = "context."
 _EXCLUDE = "item ids never to show, repeated or comma-separated"
 _ITEM_FIELDS = tuple(RecommendationItem.model_fields)  # what the documented item carries, in its order
