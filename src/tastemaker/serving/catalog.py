@@ -12,7 +12,7 @@ by :meth:`note_items`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,23 +117,53 @@ class CatalogView:
     def categories(self, item_id: str) -> tuple[str, ...]:
         return self._categories.get(item_id, ())
 
-    def popular(self, k: int, *, category: str | None = None, exclude: Sequence[str] | set[str] = ()) -> Popular:
-        """The ``k`` most engaged-with available items (of ``category``), none of ``exclude``; scores are
-        each item's share of the counted events."""
+    def popular(
+        self,
+        k: int,
+        *,
+        category: str | None = None,
+        exclude: Sequence[str] | set[str] = (),
+        where: Callable[[list[str]], np.ndarray] | None = None,
+    ) -> Popular:
+        """The ``k`` most engaged-with available items (of ``category``), none of ``exclude`` and, with
+        ``where`` (item ids -> whether each may be shown, asked a chunk at a time), only those it lets through;
+        scores are each item's share of the counted events."""
         with self._lock:
             ranked, counts, total = self._ranked, self._counts, self._total
             unavailable, cats = self._unavailable, self._categories
         skip = set(exclude) | unavailable
         picked: list[str] = []
         at: list[int] = []
+        chunk: list[int] = []  # positions passing the cheap checks, waiting for ``where``
         for position, item in enumerate(ranked):
             if item in skip or (category is not None and category not in cats.get(item, ())):
                 continue
-            picked.append(item)
-            at.append(position)
-            if len(picked) == k:
-                break
+            if where is None:
+                picked.append(item)
+                at.append(position)
+                if len(picked) == k:
+                    break
+                continue
+            chunk.append(position)
+            if len(chunk) >= max(2 * (k - len(picked)), 32):
+                self._take(where, ranked, chunk, k, picked, at)
+                chunk = []
+                if len(picked) == k:
+                    break
+        if chunk:
+            self._take(where, ranked, chunk, k, picked, at)
         return Popular(picked, [counts[p] / total for p in at])
+
+    @staticmethod
+    def _take(
+        where: Callable[[list[str]], np.ndarray], ranked: list[str], chunk: list[int], k: int,
+        picked: list[str], at: list[int],
+    ) -> None:  # fmt: skip
+        ids = [ranked[p] for p in chunk]
+        for position, item, ok in zip(chunk, ids, np.asarray(where(ids), bool).tolist(), strict=True):
+            if ok and len(picked) < k:
+                picked.append(item)
+                at.append(position)
 
 
 def _ranked(counts: pd.DataFrame) -> pd.DataFrame:

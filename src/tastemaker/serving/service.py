@@ -150,7 +150,8 @@ class Recommender:
                 reason = None if variants[i] == CONTROL else (failure or self.slot.error or "no model loaded")
                 if reason is not None:
                     self._on_fallback(reason)
-                served[i] = self._popular(request, ids[i], str(variants[i]), by_user.get(request.user_id), reason)
+                served[i] = self._popular(request, ids[i], str(variants[i]), by_user.get(request.user_id), reason,
+                                          loaded, now)  # fmt: skip
         done = [s for s in served if s is not None]
         if self.writer is not None:
             for request, one in zip(requests, done, strict=True):
@@ -158,12 +159,56 @@ class Recommender:
         return done
 
     def _popular(
-        self, request: ListRequest, request_id: str, variant: str, events: UserEvents | None, fallback: str | None
+        self,
+        request: ListRequest,
+        request_id: str,
+        variant: str,
+        events: UserEvents | None,
+        fallback: str | None,
+        loaded: Loaded | None,
+        now: int,
     ) -> ServedList:
-        seen = set() if events is None else set(events.item_id.tolist())
-        found = self.catalog.popular(request.k, category=request.category, exclude=seen | set(request.exclude))
+        where = self._filters(loaded, events, now)
+        # without a model to say which consumed items may return, none does
+        seen = set() if events is None or where is not None else set(events.item_id.tolist())
+        try:
+            found = self.catalog.popular(request.k, category=request.category, exclude=seen | set(request.exclude),
+                                         where=where)  # fmt: skip
+        except Exception:  # the popularity path never fails a request: without the model's filters, logged
+            if where is None:
+                raise
+            _log.exception("the model's filters failed on a popularity list; serving it without them")
+            seen = set() if events is None else set(events.item_id.tolist())
+            found = self.catalog.popular(request.k, category=request.category, exclude=seen | set(request.exclude))
         items = self._popular_items(found.item_ids, found.scores, request.category)
         return ServedList(request_id, request.user_id, variant, POPULARITY, None, items, fallback)
+
+    def _filters(
+        self, loaded: Loaded | None, events: UserEvents | None, now: int
+    ) -> Callable[[list[str]], np.ndarray] | None:
+        """The served model's filter stages as a test over item ids, for the lists the engine does not rank
+        (the control arm, the fallback, popular and similar items): they show nothing the personalized arm
+        would filter out (blocked items, providers and categories, item age, the seen rule with its event
+        types and cooldown), so the holdout differs from it only in the ranking. None without a model."""
+        if loaded is None:
+            return None
+        engine = loaded.engine
+        stages = [s for s in engine.chain.stages if isinstance(s, Filter)]
+        blocked = {i for s in stages for i in s.config.blocked_items}
+        with loaded.lock:
+            seen = Seen() if events is None else _seen(engine.item_ids, events)
+        ask = Request(user=0, now_us=now, k=1, seen=seen)
+
+        def allowed(ids: list[str]) -> np.ndarray:
+            with loaded.lock:  # (items added meanwhile grow the index and the catalog together)
+                index, catalog = engine.item_index(ids), engine.catalog
+            keep = np.array([i not in blocked for i in ids], bool)
+            known = index >= 0  # an item the model does not know yet is judged by its id and availability
+            for stage in stages:
+                keep[known] &= stage.allowed(index[known], ask, catalog)
+            return keep
+
+        return allowed
 
     def _personalized(
         self,
@@ -282,7 +327,8 @@ class Recommender:
     # -- item lists ------------------------------------------------------------------------------------
 
     def popular(self, k: int, category: str | None = None) -> list[ListItem]:
-        found = self.catalog.popular(k, category=category)
+        found = self.catalog.popular(k, category=category, where=self._filters(self.slot.current, None,
+                                                                               self.clock.now_us()))  # fmt: skip
         return self._popular_items(found.item_ids, found.scores, category)
 
     def _popular_items(self, ids: Sequence[str], scores: Sequence[float], category: str | None) -> list[ListItem]:
@@ -294,15 +340,17 @@ class Recommender:
         items of the item's first category (``popularity``) when no model knows it well enough; None for an
         item neither the model nor the store knows."""
         loaded = self.slot.current
-        if loaded is not None:
+        where = self._filters(loaded, None, self.clock.now_us())
+        if loaded is not None and where is not None:
             engine = loaded.engine
             index = engine.item_index([item_id])
             if index[0] >= 0:
-                unavailable = self.catalog.unavailable
                 with loaded.lock:
-                    ids, scores = engine.similar(index, k + len(unavailable))
-                items = [(str(engine.item_ids[i]), float(s)) for i, s in zip(ids[0], scores[0], strict=True)
-                         if i >= 0 and str(engine.item_ids[i]) not in unavailable][:k]  # fmt: skip
+                    ids, scores = engine.similar(index, 2 * k + len(self.catalog.unavailable))
+                pairs = [(str(engine.item_ids[i]), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+                unavailable = self.catalog.unavailable
+                shown = where([i for i, _ in pairs]) if pairs else np.zeros(0, bool)
+                items = [p for p, ok in zip(pairs, shown.tolist(), strict=True) if ok and p[0] not in unavailable][:k]
                 if items:  # (an item added since training has no neighbours yet)
                     listed = [ListItem(i, s, p + 1, "similar", "similar items", 1.0) for p, (i, s) in enumerate(items)]
                     return loaded.version, listed
@@ -310,7 +358,7 @@ class Recommender:
         if not stored:
             return None
         cats = list(stored[0].get("categories") or [])
-        found = self.catalog.popular(k, category=cats[0] if cats else None, exclude={item_id})
+        found = self.catalog.popular(k, category=cats[0] if cats else None, exclude={item_id}, where=where)
         return POPULARITY, self._popular_items(found.item_ids, found.scores, None)
 
     # -- upkeep ----------------------------------------------------------------------------------------

@@ -26,6 +26,14 @@ def test_popularity_counts_the_window_first_then_older_events(tmp_path: Path) ->
         assert got.scores[0] > got.scores[1] > got.scores[2] > got.scores[3] > 0
         assert view.popular(10, category="Jazz").item_ids == ["b", "a"]
         assert view.popular(10, exclude={"b"}).item_ids == ["c", "a", "d"]
+        asked: list[list[str]] = []
+
+        def where(ids: list[str]) -> list[bool]:
+            asked.append(ids)
+            return [i not in ("b", "a") for i in ids]
+
+        assert view.popular(2, where=where).item_ids == ["c", "d"] and asked == [["b", "c", "a", "d"]]
+        assert view.popular(2, where=where).scores == view.popular(2, exclude={"b", "a"}).scores
         store.upsert_items([{"item_id": "c", "available": False}])
         view.note_items(store.get_items(["c"]))
         assert "c" not in view.popular(10).item_ids and view.unavailable == {"c"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from tastemaker.errors import StoreError
+from tastemaker.reranking import Chain, RerankConfig
 from tastemaker.serving import HoldoutConfig, ListRequest, Recommender, assign
 
 from ...integration.api.conftest import World
@@ -99,3 +100,38 @@ def test_a_failed_fold_in_is_retried_on_the_next_request(recommender: Recommende
     assert first.model_version == "popularity" and first.fallback
     second = recommender.recommend([ListRequest(user, k=5)])[0]
     assert second.model_version != "popularity" and engine.user_index([user])[0] >= 0
+
+
+def test_lists_the_engine_does_not_rank_pass_the_models_filters(recommender: Recommender) -> None:
+    """The control arm, the fallback, popular and similar items show nothing the personalized arm's filters
+    drop (issue 6: control gets popularity "through the same filters"), and follow its seen rule."""
+    engine = recommender.slot.current.engine
+    top = [i.item_id for i in recommender.popular(40)]
+    blocked_item, blocked_category = top[0], recommender.catalog.categories(top[1])[0]
+    policy = {"blocked_items": [blocked_item], "blocked_categories": [blocked_category]}
+    engine.chain = Chain(RerankConfig.from_dict({"stages": [{"stage": "filter", **policy}]}))
+
+    def allowed(item_id: str) -> bool:
+        return item_id != blocked_item and blocked_category not in recommender.catalog.categories(item_id)
+
+    control = [u for u in (f"u{n}" for n in range(300)) if assign([u], HoldoutConfig())[0] == "control"]
+    personal = next(u for u in (f"u{n}" for n in range(50)) if assign([u], HoldoutConfig())[0] == "personalized")
+    served = recommender.recommend([ListRequest(u, k=15) for u in control])
+    assert len(control) >= 10 and all(s.variant == "control" and len(s.items) == 15 for s in served)
+    assert all(allowed(i.item_id) for s in served for i in s.items)
+    popular = [i.item_id for i in recommender.popular(15)]
+    assert len(popular) == 15 and all(allowed(i) for i in popular) and popular == [i for i in top if allowed(i)][:15]
+    assert all(allowed(i.item_id) for i in recommender.similar(top[2], 10)[1])
+    engine.recommend = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))  # the fallback
+    fallback = recommender.recommend([ListRequest(personal, k=15)])[0]
+    assert fallback.fallback is not None and all(allowed(i.item_id) for i in fallback.items)
+
+    # the seen rule: consumed items stay out by default, and come back where the model's filter keeps them
+    events = recommender.store.user_events(control)
+    user = max(control, key=lambda u: len(set(events[u].item_id.tolist()) & set(top[:15])))
+    consumed = set(events[user].item_id.tolist())
+    assert consumed & set(top[:15])
+    engine.chain = Chain(RerankConfig.from_dict({"stages": [{"stage": "filter"}]}))
+    assert not consumed & {i.item_id for i in recommender.recommend([ListRequest(user, k=15)])[0].items}
+    engine.chain = Chain(RerankConfig.from_dict({"stages": [{"stage": "filter", "seen": False}]}))
+    assert [i.item_id for i in recommender.recommend([ListRequest(user, k=15)])[0].items] == top[:15]
