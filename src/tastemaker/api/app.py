@@ -83,6 +83,7 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
             server.batcher.close()  # (nothing is queued by now: the server stopped taking requests)
             server.writer.close()  # every queued exposure is written before the store closes
             server.store.close()
+            metrics.close()
 
     app = FastAPI(
         title="tastemaker",
@@ -114,7 +115,8 @@ def _start(settings: ServerSettings, clock: Clock, metrics: Metrics) -> Server:
         raise
     slot = recommender.slot
     metrics.serving(slot.current.version if slot.current else None)
-    batcher = ListBatcher(recommender, max_batch=settings.list_batch, max_wait_seconds=settings.list_wait_seconds)
+    batcher = ListBatcher(recommender, max_batch=settings.list_batch, max_wait_seconds=settings.list_wait_seconds,
+                          on_refused=lambda reason: metrics.refused.labels(reason).inc())  # fmt: skip
     return Server(settings, store, recommender, slot.registry, metrics, writer, batcher)
 
 

@@ -1,17 +1,28 @@
-"""Prometheus metrics of one app (its own registry, so several apps in one process do not mix). With
-several workers each process counts its own; scrape each, or aggregate behind the load balancer."""
+"""Prometheus metrics of one app (its own registry, so several apps in one process do not mix).
+
+Several workers (``tastemaker serve --workers N``) count together: the CLI gives them one fresh
+``PROMETHEUS_MULTIPROC_DIR`` (or the one set in the environment), each worker's metrics live in files there,
+and whichever worker answers ``/metrics`` reports the sum over all of them (the served model: the gauge's
+largest value over the live workers, so a version any of them serves reads 1).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
 
-__all__ = ["Metrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
+__all__ = ["MULTIPROCESS_ENV", "Metrics"]
+
+#: where prometheus_client keeps the metrics of processes that count together
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class Metrics:
     def __init__(self) -> None:
+        #: whether this process counts with others (prometheus_client read the variable when first imported)
+        self.shared = bool(os.environ.get(MULTIPROCESS_ENV))
         self.registry = CollectorRegistry()
         self.latency = Histogram("tastemaker_request_seconds", "HTTP request latency by route",
                                  ["method", "route", "status"], registry=self.registry, buckets=_BUCKETS)  # fmt: skip
@@ -22,11 +33,36 @@ class Metrics:
                                      registry=self.registry)  # fmt: skip
         self.exposures = Counter("tastemaker_exposures_written", "Exposures written to the store",
                                  registry=self.registry)  # fmt: skip
+        self.refused = Counter("tastemaker_lists_refused", "List requests not computed: 'overloaded' (waited over "
+                               "list_wait_seconds, answered 503) or 'abandoned' (the caller gave up)", ["reason"],
+                               registry=self.registry)  # fmt: skip
         self.model = Gauge("tastemaker_model_info", "The model served (1 for the served version)", ["version"],
-                           registry=self.registry)  # fmt: skip
+                           registry=self.registry, multiprocess_mode="livemax")  # fmt: skip
+        self._version: str | None = None
         for outcome in ("accepted", "duplicate", "rejected"):
             self.events.labels(outcome)
+        for reason in ("overloaded", "abandoned"):
+            self.refused.labels(reason)
 
     def serving(self, version: str | None) -> None:
-        self.model.clear()
-        self.model.labels(version or "popularity").set(1)
+        name = version or "popularity"
+        if self._version is not None and self._version != name:
+            if self.shared:  # (a shared gauge's file keeps a removed label: it reads 0 instead)
+                self.model.labels(self._version).set(0)
+            else:
+                self.model.remove(self._version)
+        self.model.labels(name).set(1)
+        self._version = name
+
+    def render(self) -> bytes:
+        """The Prometheus text: this process's metrics, or every worker's summed when they count together."""
+        if not self.shared:
+            return generate_latest(self.registry)
+        everyone = CollectorRegistry()
+        multiprocess.MultiProcessCollector(everyone)
+        return generate_latest(everyone)
+
+    def close(self) -> None:
+        """This process stops serving: its live gauges leave the shared files (its counts stay)."""
+        if self.shared:
+            multiprocess.mark_process_dead(os.getpid())

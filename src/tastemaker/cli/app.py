@@ -314,10 +314,13 @@ def serve(
 ) -> None:
     """Serve the HTTP API (keys from TASTEMAKER_API_KEYS as KEY:SCOPE[+SCOPE...], comma-separated)."""
     import os
+    import shutil
+    import tempfile
 
     import uvicorn
 
     from tastemaker.api.app import SETTINGS_ENV, check_bind, create_app, settings_json
+    from tastemaker.api.metrics import MULTIPROCESS_ENV
     from tastemaker.serving.settings import ServerSettings
 
     with _errors():
@@ -329,8 +332,17 @@ def serve(
         uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
         return
     os.environ[SETTINGS_ENV] = settings_json(settings)
-    uvicorn.run("tastemaker.api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level)  # fmt: skip
+    # the workers count together in files under one folder: a fresh one per run (stale files would add a
+    # previous run's counts), unless the environment names its own
+    own = None if os.environ.get(MULTIPROCESS_ENV) else tempfile.mkdtemp(prefix="tastemaker-metrics-")
+    if own is not None:
+        os.environ[MULTIPROCESS_ENV] = own
+    try:
+        uvicorn.run("tastemaker.api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level=log_level)  # fmt: skip
+    finally:
+        if own is not None:
+            shutil.rmtree(own, ignore_errors=True)
 
 
 @app.command()

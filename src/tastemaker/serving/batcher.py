@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 
 from tastemaker.errors import OverloadedError, TastemakerError
@@ -30,7 +31,15 @@ _log = logging.getLogger(__name__)
 
 
 class ListBatcher:
-    def __init__(self, recommender: Recommender, *, max_batch: int = 8, max_wait_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        recommender: Recommender,
+        *,
+        max_batch: int = 8,
+        max_wait_seconds: float = 5.0,
+        on_refused: Callable[[str], None] | None = None,
+    ) -> None:
+        """``on_refused`` hears each request not computed: ``"overloaded"`` (shed) or ``"abandoned"``."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
         if not max_wait_seconds > 0:
@@ -45,6 +54,7 @@ class ListBatcher:
         self.sizes: dict[int, int] = {}
         #: requests refused for waiting too long, and dropped because their caller gave up
         self.shed = self.abandoned = 0
+        self._on_refused = on_refused or (lambda reason: None)
         self._thread = threading.Thread(target=self._run, name="list-batcher", daemon=True)
         self._thread.start()
 
@@ -87,8 +97,10 @@ class ListBatcher:
             request, done, queued_at = self._queued.popleft()
             if not done.set_running_or_notify_cancel():  # (from here on it cannot be cancelled: always answered)
                 self.abandoned += 1
+                self._on_refused("abandoned")
             elif queued_at < oldest:
                 self.shed += 1
+                self._on_refused("overloaded")
                 done.set_exception(OverloadedError(
                     f"the server is behind its load: the list waited over {self._max_wait:g} s for its turn; "
                     "try again"))  # fmt: skip

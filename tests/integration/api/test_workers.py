@@ -48,6 +48,13 @@ def test_two_workers_on_postgresql_serve_and_shut_down_cleanly(postgres_url: str
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(one, range(120)))
         assert {(listed, sent) for listed, _, sent in results} == {(200, 200)}
+        route = "/v1/users/{user_id:path}/recommendations"
+        for _ in range(8):  # a scrape reaches either worker; each reports both workers' counts
+            text = httpx.get(f"{base}/metrics", headers=headers, timeout=30).text
+            assert _sample(text, "tastemaker_request_seconds_count", route=route, status="200") == 120
+            assert _sample(text, "tastemaker_events_total", outcome="accepted") == 50
+            assert _sample(text, "tastemaker_events_total", outcome="duplicate") == 70
+            assert _sample(text, "tastemaker_model_info", version=world.version) == 1
     finally:
         server.send_signal(signal.SIGINT)
         output, _ = server.communicate(timeout=120)
@@ -72,3 +79,14 @@ def _wait_until_up(base: str, server: subprocess.Popen) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError("the server did not start in time")
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` carrying ``labels`` (in any order, among others)."""
+    total = 0.0
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        metric, _, rest = head.partition("{")
+        if metric == name and all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            total += float(value)
+    return total

@@ -84,7 +84,8 @@ def test_requests_that_waited_too_long_are_refused_and_abandoned_ones_dropped(re
         return release(requests)
 
     recommender.recommend = slow_first  # type: ignore[method-assign]
-    batcher = ListBatcher(recommender, max_batch=8, max_wait_seconds=0.2)
+    refused: list[str] = []
+    batcher = ListBatcher(recommender, max_batch=8, max_wait_seconds=0.2, on_refused=refused.append)
     first = batcher.submit(ListRequest("u1", k=5, request_id="first"))
     deadline = time.monotonic() + 10
     while not batcher.sizes and time.monotonic() < deadline:
@@ -100,6 +101,7 @@ def test_requests_that_waited_too_long_are_refused_and_abandoned_ones_dropped(re
     assert batcher.submit(ListRequest("u4", k=5, request_id="next")).result(30).request_id == "next"
     batcher.close()
     assert computed == ["first", "next"] and (batcher.shed, batcher.abandoned) == (1, 1)
+    assert sorted(refused) == ["abandoned", "overloaded"]  # what /metrics counts (tastemaker_lists_refused_total)
 
 
 def test_a_request_given_up_while_computed_does_not_stop_the_batcher(recommender: Recommender) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from tastemaker.api.auth import require
 from tastemaker.api.routes._deps import ServerDep
@@ -36,4 +36,4 @@ def readyz(server: ServerDep) -> JSONResponse:
 @router.get("/metrics", dependencies=[Depends(require("admin"))])
 def metrics(request: Request) -> Response:
     """Prometheus text: request latency by route, events by outcome, fallbacks, the served model."""
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
