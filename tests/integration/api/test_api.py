@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,7 @@ from fastapi.routing import APIRoute
 from tastemaker.api import check_bind, create_app
 from tastemaker.clock import FixedClock, to_us
 from tastemaker.errors import ConfigError
-from tastemaker.serving import HoldoutConfig, ServerSettings, assign, parse_api_keys
+from tastemaker.serving import HoldoutConfig, Recommender, ServerSettings, assign, parse_api_keys
 from tastemaker.store import open_store
 
 from .conftest import ADMIN, INGEST, KEYS, RECOMMEND, SERVED_AT, World, client, serving
@@ -400,6 +401,32 @@ def test_metrics_count_requests_by_route_and_events_by_outcome(server: str) -> N
     assert _metric(text, f'tastemaker_request_seconds_count{{method="GET",{route}}}') == 3
     assert _metric(text, 'tastemaker_events_total{outcome="accepted"}') == 1
     assert _metric(text, 'tastemaker_events_total{outcome="rejected"}') == 1
+
+
+def test_a_server_behind_its_load_answers_503_with_retry_after_and_counts_it(
+    settings_for: Callable[..., ServerSettings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lists that waited over ``list_wait_seconds`` for their turn are refused over HTTP, not served late."""
+    compute = Recommender.recommend
+
+    def slow(self: Recommender, requests: list) -> list:
+        time.sleep(0.5)
+        return compute(self, requests)
+
+    monkeypatch.setattr(Recommender, "recommend", slow)
+    settings = settings_for(list_batch=1, list_wait_seconds=0.2)
+    with serving(settings) as url, ThreadPoolExecutor(4) as pool:
+        def ask(n: int) -> httpx.Response:
+            with httpx.Client(base_url=url, timeout=30) as c:
+                return c.get(f"/v1/users/u{n}/recommendations", params={"k": 5})
+
+        answers = list(pool.map(ask, range(4)))  # one computes for 0.5 s while the others wait past 0.2 s
+        codes = sorted(a.status_code for a in answers)
+        assert codes[0] == 200 and 503 in codes and set(codes) <= {200, 503}
+        refused = [a for a in answers if a.status_code == 503]
+        assert all(a.headers["retry-after"] == "1" and "behind its load" in a.json()["message"] for a in refused)
+        text = httpx.get(f"{url}/metrics", timeout=30).text
+        assert _metric(text, 'tastemaker_lists_refused_total{reason="overloaded"}') == len(refused)
 
 
 # -- limits -----------------------------------------------------------------------------------------------
