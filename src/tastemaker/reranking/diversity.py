@@ -126,9 +126,10 @@ def keep_caps(slate: Slate, request: Request, catalog: Catalog) -> Slate:
     pool_list = pool.tolist()
     chosen = [False] * len(pool_list)
     first = 0  # every pool entry before this one is chosen
-    # every remaining entry before this one broke some rule at the last position: while no value has left its
-    # set of full ones since, they still do, and the search for one keeping every rule starts here
-    blocked = 0
+    # per number of rules kept (the first ``kept``): every remaining entry before ``blocked[kept]`` breaks one of
+    # them. Values only join the full sets while the list grows, so it still does until a value leaves a full
+    # set of one of those rules; and an entry breaking the first ``kept`` rules breaks the first ``kept + 1``
+    blocked = [0] * (len(rules) + 1)
     placed: list[int] = []  # catalog items, by position
     picks: list[int] = []
 
@@ -153,7 +154,7 @@ def keep_caps(slate: Slate, request: Request, catalog: Catalog) -> Slate:
                     count[v] -= 1
                     if count[v] < limit and v in full[r]:
                         full[r].discard(v)
-                        blocked = 0
+                        blocked[r + 1 :] = [0] * (len(rules) - r)
         if slate.fixed[position]:
             item = items[position]
         else:
@@ -164,9 +165,8 @@ def keep_caps(slate: Slate, request: Request, catalog: Catalog) -> Slate:
             pick = first  # when no remaining entry keeps even the first rule: the best remaining
             if any(full):
                 for kept in range(len(rules), 0, -1):  # every rule, then give up the latest first
-                    found = first_fitting(kept, max(first, blocked) if kept == len(rules) else first)
-                    if kept == len(rules):
-                        blocked = len(chosen) if found < 0 else found
+                    found = first_fitting(kept, max(first, *blocked[1 : kept + 1]))
+                    blocked[kept] = len(chosen) if found < 0 else found
                     if found >= 0:
                         pick = found
                         break
