@@ -11,13 +11,14 @@ split carved from the train side (``scripts/tune_sources.py``), never from a tes
 from __future__ import annotations
 
 import copy
-from typing import Literal
+import functools
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from pydantic import Field
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from tastemaker.candidates.ann import AnnConfig, VectorIndex
 from tastemaker.candidates.base import CandidateSource, take_rows
@@ -102,16 +103,28 @@ class ALS(CandidateSource):
 
     def _folded(self, users: np.ndarray) -> None:
         if len(self.user_factors) < self.n_users:
-            grown = np.zeros((self.n_users, self.user_factors.shape[1]), np.float32)
-            grown[: len(self.user_factors)] = self.user_factors
-            self.user_factors = grown
+            # new users: rows of a buffer with room to spare (grown by a quarter at a time), so users joining one
+            # by one cost a copy of every user's factors now and then, not at each fold-in
+            room = self.__dict__.get("_room")
+            if room is None or len(room) < self.n_users or not np.shares_memory(room, self.user_factors):
+                room = np.zeros((max(self.n_users, len(self.user_factors) * 5 // 4 + 64), self.user_factors.shape[1]),
+                                np.float32)  # fmt: skip
+                room[: len(self.user_factors)] = self.user_factors
+                self._room = room
+            self.user_factors = room[: self.n_users]
         self.user_factors[users] = self.recalculate(self.user_items(users))
 
     def recalculate(self, user_items: sp.csr_matrix) -> np.ndarray:
         """Factors for users with these interaction rows, against the trained item factors."""
         rows = self._confidence(user_items[:, : len(self.item_factors)])
-        with threadpool_limits(1, "blas"):
+        with one_blas_thread():
             return np.asarray(self.model.recalculate_user(np.arange(rows.shape[0]), rows), dtype=np.float32)
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        if "_room" in state:  # an artifact holds the factors, not the spare room
+            state["user_factors"] = np.array(state.pop("_room")[: len(self.user_factors)])
+        return state
 
     def _confidence(self, weights: sp.csr_matrix) -> sp.csr_matrix:
         conf = sp.csr_matrix(weights, dtype=np.float32, copy=True)
@@ -121,6 +134,17 @@ class ALS(CandidateSource):
         if self.config.confidence != "raw":
             conf.data += 1.0
         return conf
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def one_blas_thread() -> Any:
+    """BLAS limited to one thread while inside (implicit asks for it), through one controller found once: a
+    ``threadpool_limits`` call searches the loaded libraries each time (~3 ms, a fold-in's request path)."""
+    return _blas().limit(limits=1, user_api="blas")
 
 
 def _but_iterations(config: ALSConfig) -> ALSConfig:

@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
-from tastemaker.candidates.base import CandidateSource, local_columns, top_n
+from tastemaker.candidates.base import CandidateSource, UserRows, local_columns, top_n
 from tastemaker.candidates.popular import PoolCategories, category_shares, dense_rows, shares_with
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import UNKNOWN_TIME, Snapshot
@@ -50,7 +50,8 @@ class FreshSource(CandidateSource):
         self._item_categories = snapshot.item_categories.tocsr()
         self._categories = snapshot.categories
         self._refresh_pool()
-        self._shares = category_shares(self, np.arange(snapshot.n_users), self._item_categories, self._categories)
+        self._shares = UserRows(category_shares(self, np.arange(snapshot.n_users), self._item_categories,
+                                                self._categories))  # fmt: skip
 
     def _folded(self, users: np.ndarray) -> None:
         shares = category_shares(self, users, self._item_categories, self._categories)

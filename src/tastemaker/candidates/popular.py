@@ -19,8 +19,7 @@ from pydantic import Field
 from tastemaker.candidates.base import (
     CandidateSource,
     Rows,
-    _replace_rows,
-    _resize,
+    UserRows,
     as_rows,
     local_columns,
     pad_results,
@@ -87,7 +86,7 @@ class PopularSource(CandidateSource):
         self._item_categories = snapshot.item_categories.tocsr()
         self._categories = snapshot.categories
         self._set_pool()
-        self._shares = self._category_shares(np.arange(snapshot.n_users))
+        self._shares = UserRows(self._category_shares(np.arange(snapshot.n_users)))
 
     def _category_shares(self, users: np.ndarray) -> sp.csr_matrix:
         return category_shares(self, users, self._item_categories, self._categories, self.config.preferred_weight)
@@ -192,20 +191,19 @@ def category_shares(
     return _normalise(_normalise(history) + preferred_weight * _normalise(preferred))
 
 
-def dense_rows(matrix: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+def dense_rows(matrix: sp.csr_matrix | UserRows, users: np.ndarray) -> np.ndarray:
     """``matrix[users].toarray()`` (float32) at the cost of a request, not of scipy's indexing."""
-    rows = take_rows(matrix, np.asarray(users, dtype=np.int64))
+    users = np.asarray(users, dtype=np.int64)
+    rows = matrix.take(users) if isinstance(matrix, UserRows) else take_rows(matrix, users)
     out = np.zeros(rows.shape, np.float32)
     out[rows.row_ids(), rows.indices] = rows.data
     return out
 
 
-def shares_with(shares: sp.csr_matrix, n_users: int, users: np.ndarray, values: sp.csr_matrix) -> sp.csr_matrix:
-    """``shares`` grown to ``n_users`` rows with ``users``' rows replaced by ``values`` (after a fold-in)."""
-    grown = _resize(shares, n_users, shares.shape[1])
-    updated = _replace_rows(grown, np.asarray(users, dtype=np.int64), values)
-    updated.sort_indices()
-    return updated
+def shares_with(shares: UserRows, n_users: int, users: np.ndarray, values: sp.csr_matrix) -> UserRows:
+    """``shares`` grown to ``n_users`` rows with ``users``' rows replaced by ``values`` (after a fold-in: the
+    cost of those rows, not of every user's)."""
+    return shares.grown(n_users, shares.shape[1]).replaced(np.asarray(users, dtype=np.int64), values)
 
 
 def _normalise(matrix: sp.csr_matrix) -> sp.csr_matrix:

@@ -47,8 +47,8 @@ __all__ = ["Artifact", "Registry", "load_engine", "save_engine", "train"]
 
 _log = logging.getLogger(__name__)
 #: the artifact layout (bump when engine.pkl's objects or the files change): 2 — the ranker is an ensemble;
-#: 3 — the engine carries its re-ranking chain and catalog
-ARTIFACT_FORMAT = 3
+#: 3 — the engine carries its re-ranking chain and catalog; 4 — sources keep users' rows as ``UserRows``
+ARTIFACT_FORMAT = 4
 _LIBRARIES = ("tastemaker", "numpy", "scipy", "pandas", "implicit", "faiss-cpu", "lightgbm", "lleaves", "scikit-learn")
 
 

@@ -122,7 +122,7 @@ def test_steering_ranks_the_pool_by_popularity_times_category_share() -> None:
     exclude = snap.matrix[who]
     for n in (5, 50, 400):
         ids, scores = source.candidates(who, n, exclude=exclude)
-        shares = source._shares[who].toarray()
+        shares = source._shares.take(who).csr().toarray()
         affinity = shares @ source._item_categories[source._pool].toarray().T
         brute = source._pool_score[None, :] * (source.config.floor + np.minimum(affinity, 1.0))
         brute[exclude[:, source._pool].toarray() != 0] = -np.inf

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tastemaker.candidates.base import Rows, as_rows, local_columns, sparse_top_n, take_rows, top_n
+from tastemaker.candidates.base import Rows, UserRows, as_rows, local_columns, sparse_top_n, take_rows, top_n
 
 
 @st.composite
@@ -89,3 +91,38 @@ def test_an_exclusion_wider_than_the_scores_never_hides_another_users_item() -> 
     exclude = sp.csr_matrix(([1.0], ([0], [6])), shape=(2, 8))  # user 0 excludes item 6, beyond the scores
     ids, _ = sparse_top_n(scores, 5, exclude)
     assert ids.tolist() == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]]
+
+
+@given(st.integers(0, 2**31), st.integers(1, 40), st.sampled_from([1, 3, 256]))
+@settings(max_examples=60, deadline=None)
+def test_user_rows_changed_grown_and_merged_read_as_the_dense_matrix(seed: int, steps: int, merge_at: int) -> None:
+    """Fold-ins replace rows (kept beside the matrix, merged once there are many), add users and items; every
+    read (rows, lengths, the merged matrix) is what the same changes to a dense matrix give, and a change never
+    alters an earlier ``UserRows``."""
+    rng = np.random.default_rng(seed)
+    dense = np.where(rng.random((5, 6)) < 0.4, rng.integers(1, 5, (5, 6)), 0).astype(np.float32)
+    rows = UserRows(sp.csr_matrix(dense))
+    history = [(rows, dense.copy())]
+    with patch("tastemaker.candidates.base._MERGE_AT", merge_at):
+        for _ in range(steps):
+            if rng.random() < 0.2:  # users or items join
+                grown = np.zeros((dense.shape[0] + int(rng.integers(0, 3)), dense.shape[1] + int(rng.integers(0, 3))),
+                                 np.float32)  # fmt: skip
+                grown[: dense.shape[0], : dense.shape[1]] = dense
+                dense, rows = grown, rows.grown(*grown.shape)
+            else:
+                changed = rng.choice(dense.shape[0], size=int(rng.integers(1, dense.shape[0] + 1)), replace=False)
+                values = np.where(rng.random((len(changed), dense.shape[1])) < 0.5,
+                                  rng.integers(1, 9, (len(changed), dense.shape[1])), 0).astype(np.float32)  # fmt: skip
+                dense = dense.copy()
+                dense[changed] = values
+                rows = rows.replaced(changed, sp.csr_matrix(values[:, ::-1])[:, ::-1])  # unsorted columns given
+            history.append((rows, dense.copy()))
+    for kept, expected in history:
+        asked = rng.integers(0, expected.shape[0], size=int(rng.integers(0, 7)))
+        got = kept.take(asked)
+        assert got.shape == (len(asked), expected.shape[1])
+        np.testing.assert_array_equal(got.csr().toarray(), expected[asked])
+        assert all((np.diff(got.indices[a:b]) > 0).all() for a, b in zip(got.indptr[:-1], got.indptr[1:], strict=True))
+        np.testing.assert_array_equal(kept.lengths(asked), (expected[asked] != 0).sum(axis=1))
+        np.testing.assert_array_equal(kept.merged().toarray(), expected)

@@ -35,7 +35,7 @@ def test_an_artifact_loads_into_an_engine_that_ranks_the_same(fitted: tuple[Engi
     assert manifest["config_hash"] == CONFIG.hash() and manifest["libraries"]["lightgbm"]
     assert manifest["training_set"]["train"]["queries"] > 0 and "validation_ndcg" in manifest["offline_metrics"]
     members = engine.ranker.members
-    assert manifest["format"] == ARTIFACT_FORMAT == 3 and len(manifest["ranker"]["members"]) == len(members) == 3
+    assert manifest["format"] == ARTIFACT_FORMAT == 4 and len(manifest["ranker"]["members"]) == len(members) == 3
     assert set(manifest["files"]) == {"engine.pkl", "ranker-0.txt", "ranker-1.txt", "ranker-2.txt"}
     compiled = sum(not m.prior_only for m in members)  # a booster no tree of which helped serves no trees
     assert len(list((artifact.path / "native").glob("ranker-*.o"))) == compiled
@@ -92,12 +92,12 @@ def test_a_tampered_or_foreign_artifact_is_refused(fitted: tuple[Engine, Snapsho
         load_engine(other.path)
     older = {key: value for key, value in manifest.items() if key != "format"}  # written by older code
     (other.path / "manifest.json").write_text(json.dumps(older))
-    with pytest.raises(ArtifactError, match="has format 1; this tastemaker reads format 3: train a new model"):
+    with pytest.raises(ArtifactError, match="has format 1; this tastemaker reads format 4: train a new model"):
         load_engine(other.path)
     with pytest.raises(ArtifactError, match="has format 1"):  # nor is it promoted
         Registry(tmp_path / "b").promote(other.version)
-    (other.path / "manifest.json").write_text(json.dumps({**manifest, "format": 4}))
-    with pytest.raises(ArtifactError, match="has format 4; this tastemaker reads format 3: upgrade tastemaker"):
+    (other.path / "manifest.json").write_text(json.dumps({**manifest, "format": 5}))
+    with pytest.raises(ArtifactError, match="has format 5; this tastemaker reads format 4: upgrade tastemaker"):
         load_engine(other.path)
     with pytest.raises(ArtifactError, match="not a model artifact"):
         load_engine(tmp_path / "missing")
