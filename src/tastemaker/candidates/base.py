@@ -248,26 +248,33 @@ class CandidateSource(ABC):
     def fold_in(self, history: History) -> Self:
         """Make ``history`` (events after the snapshot) count for its users; see the module docstring."""
         snap = self.snapshot
-        same = history.item_ids is self._items or (
-            len(history.item_ids) <= len(self._items) and history.item_ids.equals(self._items[: len(history.item_ids)])
+        vocabulary = history.item_ids
+        same = vocabulary is self._items or vocabulary is self.__dict__.get("_prefix") or (
+            len(vocabulary) <= len(self._items) and vocabulary.equals(self._items[: len(vocabulary)])
         )
         if not same:
             raise DataFormatError("history columns must follow the source's item vocabulary (item_ids)")
+        self._prefix = vocabulary  # (items only ever join at the end: a prefix once is a prefix for good)
         new = history.user_ids[self._users.get_indexer(history.user_ids) < 0]
         if len(new):
             self._users = self._users.append(pd.Index(new, dtype=object))
             self._user_items = self._user_items.grown(self.n_users, self.n_items)
             self._user_last = self._user_last.grown(self.n_users, self.n_items)
         rows = self._users.get_indexer(history.user_ids)
-        known = (rows < snap.n_users).astype(np.float32)
-        own = np.where(rows < snap.n_users, rows, 0)
-        base = sp.diags(known) @ _resize(self._base_items[own], len(rows), self.n_items)
-        base_last = sp.diags(known) @ _resize(self._base_last[own], len(rows), self.n_items)
-        extra = _resize(history.matrix, len(rows), self.n_items)
-        extra_last = _resize(history.last_us, len(rows), self.n_items)
-        combined = base.maximum(extra) if snap.config.aggregate == "max" else base + extra
-        self._user_items = self._user_items.replaced(rows, combined.tocsr())
-        self._user_last = self._user_last.replaced(rows, base_last.maximum(extra_last).tocsr())
+        # each user's snapshot row (none for a user the snapshot did not know) with their later history: a few
+        # rows, combined with array operations (scipy's per-call cost, times the engine's sources, was most of
+        # a fold-in's)
+        known = rows < snap.n_users
+        own = np.where(known, rows, 0)
+        base = take_rows(self._base_items, own)
+        base_last = take_rows(self._base_last, own)
+        if not known.all():
+            base, base_last = base.select(known[base.row_ids()]), base_last.select(known[base_last.row_ids()])
+        how = np.maximum if snap.config.aggregate == "max" else np.add
+        combined = _combined(base, as_rows(history.matrix), how, self.n_items)
+        latest = _combined(base_last, as_rows(history.last_us), np.maximum, self.n_items)
+        self._user_items = self._user_items.replaced(rows, combined)
+        self._user_last = self._user_last.replaced(rows, latest)
         for row, attrs in zip(rows, history.attributes or ({},) * len(rows), strict=True):
             if attrs:
                 self._attributes[int(row)] = dict(attrs)
@@ -443,10 +450,12 @@ class UserRows:
             raise DataFormatError(f"user rows cannot shrink from {self.shape} to {(n_rows, n_cols)}")
         return UserRows(self.matrix, self.changed, (n_rows, n_cols))
 
-    def replaced(self, rows: np.ndarray, values: sp.csr_matrix) -> UserRows:
-        """``rows`` (distinct, inside the shape) set to the rows of ``values``, in that order."""
-        values = sp.csr_matrix(values, copy=True)
-        values.sort_indices()
+    def replaced(self, rows: np.ndarray, values: sp.csr_matrix | Rows) -> UserRows:
+        """``rows`` (distinct, inside the shape) set to the rows of ``values``, in that order (``Rows`` must have
+        each row's indices sorted)."""
+        if not isinstance(values, Rows):
+            values = sp.csr_matrix(values, copy=True)
+            values.sort_indices()
         changed = dict(self.changed)
         for j, row in enumerate(np.asarray(rows, dtype=np.int64).tolist()):
             lo, hi = values.indptr[j], values.indptr[j + 1]
@@ -469,6 +478,24 @@ class UserRows:
         values = sp.csr_matrix((data, indices, row_pointers(lengths)), shape=(len(rows), self.shape[1]))
         values.has_sorted_indices = True
         return _replace_rows(matrix, rows, values)
+
+
+def _combined(a: Rows, b: Rows, how: np.ufunc, width: int) -> Rows:
+    """``a`` and ``b`` (as many rows) entry by entry: ``how`` (``np.add``, ``np.maximum``) where both store one,
+    the one stored elsewhere; no stored zeros; each row's indices sorted; ``width`` columns."""
+    rows = np.concatenate([a.row_ids(), b.row_ids()])
+    cols = np.concatenate([np.asarray(a.indices, np.int64), np.asarray(b.indices, np.int64)])
+    values = np.concatenate([a.data, b.data])
+    key = rows * max(width, 1) + cols
+    order = np.argsort(key, kind="stable")  # ``a``'s entry before ``b``'s: sums add in scipy's order
+    key, values = key[order], values[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
+    merged = how.reduceat(values, starts) if len(starts) else values
+    key = key[starts]
+    keep = merged != 0
+    key, merged = key[keep], merged[keep]
+    counts = np.bincount(key // max(width, 1), minlength=a.shape[0])
+    return Rows(row_pointers(counts), key % max(width, 1), merged, (a.shape[0], width))
 
 
 #: changed rows kept beside a user matrix before they are merged into it (or a 64th of its rows, if more)

@@ -174,10 +174,6 @@ def category_shares(
     every user at fit and for folded-in users at fold-in, so a request only reads a row."""
     users = np.asarray(users, dtype=np.int64)
     rows = source.user_rows(users).narrow(item_categories.shape[0]).nonzero()
-    interacted = sp.csr_matrix((np.ones(rows.nnz, np.float32), rows.indices, rows.indptr), shape=rows.shape)
-    in_category = sp.csr_matrix(item_categories, dtype=np.float32, copy=True)
-    in_category.data[:] = 1.0
-    history = interacted @ in_category
     picked_rows, picked = [], []
     for row, user in enumerate(users):
         wanted = source.user_attributes(user).get("preferred_categories") or []
@@ -187,8 +183,33 @@ def category_shares(
             picked_rows.append(np.full(len(picked[-1]), row))
     pref_rows = np.concatenate([np.zeros(0, np.int64), *picked_rows])
     pref_cols = np.concatenate([np.zeros(0, np.int64), *picked])
-    preferred = sp.csr_matrix((np.ones(len(pref_cols), np.float32), (pref_rows, pref_cols)), shape=history.shape)
+    shape = (len(users), item_categories.shape[1])
+    if len(users) <= _DENSE_SHARES:  # a fold-in's few users: dense rows, a few array operations (no scipy calls)
+        of_items = take_rows(item_categories, rows.indices)  # every interacted item's categories, counted once
+        owner = rows.row_ids()[of_items.row_ids()]
+        counts = np.bincount(owner * shape[1] + of_items.indices, minlength=shape[0] * shape[1])
+        wanted = np.zeros(shape, np.float32)
+        wanted[pref_rows, pref_cols] = 1.0
+        history = counts.reshape(shape).astype(np.float32)
+        shares = _dense_normalise(_dense_normalise(history) + np.float32(preferred_weight) * _dense_normalise(wanted))
+        return sp.csr_matrix(shares)
+    interacted = sp.csr_matrix((np.ones(rows.nnz, np.float32), rows.indices, rows.indptr), shape=rows.shape)
+    in_category = sp.csr_matrix(item_categories, dtype=np.float32, copy=True)
+    in_category.data[:] = 1.0
+    history = interacted @ in_category
+    preferred = sp.csr_matrix((np.ones(len(pref_cols), np.float32), (pref_rows, pref_cols)), shape=shape)
     return _normalise(_normalise(history) + preferred_weight * _normalise(preferred))
+
+
+#: users whose category shares are computed as dense rows (above: sparse products)
+_DENSE_SHARES = 64
+
+
+def _dense_normalise(rows: np.ndarray) -> np.ndarray:
+    """:func:`_normalise` of dense float32 rows."""
+    totals = rows.sum(axis=1, dtype=np.float64)
+    scale = np.divide(1.0, totals, out=np.zeros_like(totals), where=totals > 0)
+    return rows * scale.astype(np.float32)[:, None]
 
 
 def dense_rows(matrix: sp.csr_matrix | UserRows, users: np.ndarray) -> np.ndarray:

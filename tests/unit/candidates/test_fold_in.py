@@ -126,3 +126,44 @@ def test_replacing_rows_matches_its_definition_on_random_matrices() -> None:
         got = _replace_rows(matrix, rows, values)
         assert got.dtype == np.float64 and got.shape == (n, m)
         np.testing.assert_array_equal(got.toarray(), want)
+
+
+@pytest.mark.parametrize("aggregate", ["sum", "max"])
+def test_folded_rows_are_the_snapshot_row_combined_with_the_history_row(aggregate: str) -> None:
+    """Random fold-ins of known and new users, repeated, some on items added since: each user's row (weights and
+    latest times) is their snapshot row combined with the history given for them last, nothing else."""
+    from tastemaker.data import SnapshotConfig
+
+    rng = np.random.default_rng(1)
+    config = SnapshotConfig(aggregate=aggregate)
+    start = [(f"u{u}", f"i{i}", int(rng.integers(1, 50))) for u in range(8) for i in rng.choice(6, 3, replace=False)]
+    snap = Snapshot.from_frames(events(start), config=config)
+    pop = Popularity().fit(snap)
+    pop.add_items(pd.DataFrame({"item_id": ["i-late-1", "i-late-2"]}))
+    weight, last = {}, {}  # what each user's row must be: (user, item) -> value
+    for u, i, t in start:
+        weight[u, i] = max(weight.get((u, i), 0), 2.0) if aggregate == "max" else weight.get((u, i), 0) + 2.0
+        last[u, i] = max(last.get((u, i), 0), t)
+    snapshot_weight, snapshot_last, later = dict(weight), dict(last), {}
+    for step in range(12):
+        users = [f"u{u}" for u in rng.choice(12, int(rng.integers(1, 4)), replace=False)]  # u8-u11 are new
+        rows = [(u, str(rng.choice(pop.item_ids)), 1_000 + 10 * step + n) for u in users for n in range(2)]
+        pop.fold_in(History.from_events(events(rows, start=100 * step), pop.item_ids, config=config))
+        for u in users:
+            later[u] = [(i, t) for v, i, t in rows if v == u]
+        for u in [f"u{n}" for n in range(12)]:
+            if u not in later and u not in {s[0] for s in start}:
+                continue
+            want_w = {i: w for (v, i), w in snapshot_weight.items() if v == u}
+            want_t = {i: t for (v, i), t in snapshot_last.items() if v == u}
+            for i, t in later.get(u, []):
+                add = 2.0
+                want_w[i] = max(want_w.get(i, 0), add) if aggregate == "max" else want_w.get(i, 0) + add
+                want_t[i] = max(want_t.get(i, 0), t)
+            row = pop.user_index(u)
+            items = [str(pop.item_ids[j]) for j in range(pop.n_items)]
+            got_w = dict(zip(items, pop.user_items(row).toarray()[0].tolist(), strict=True))
+            got_t = dict(zip(items, pop.user_last_us(row).toarray()[0].tolist(), strict=True))
+            assert {i: w for i, w in got_w.items() if w} == want_w
+            assert {i: t for i, t in got_t.items() if t} == want_t
+            assert pop.has_history(row)[0] == bool(want_w)

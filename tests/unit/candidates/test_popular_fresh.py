@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -149,3 +151,31 @@ def test_pool_affinity_is_the_share_summed_over_each_items_categories(most: int)
     pooled = PoolCategories(item_categories, pool)
     np.testing.assert_allclose(pooled.affinity(shares), want, rtol=1e-6)
     np.testing.assert_allclose(pooled.affinity(shares[1:2]), want[1:2], rtol=1e-6)
+
+
+def test_category_shares_of_a_few_users_are_the_sparse_products_shares() -> None:
+    """A fold-in's few users get dense rows; the fit's many, sparse products: the same shares (histories over
+    items of several categories, onboarding answers with and without history, unknown categories, nobody)."""
+    from tastemaker.candidates import popular
+
+    rng = np.random.default_rng(3)
+    n_items = 400
+    cats = [[f"c{c}" for c in rng.choice(9, rng.integers(0, 4), replace=False)] for _ in range(n_items)]
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(n_items)], "categories": cats})
+    users = [f"u{u}" for u in range(40)]
+    rows = [(u, f"i{i}", NOW - DAY) for u in users[:30] for i in rng.choice(n_items, rng.integers(1, 25))]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp_us"])
+    frame = frame.assign(event_id=[f"e{i}" for i in range(len(frame))], type="click", value=np.nan)
+    answers = [{"preferred_categories": list(rng.choice(["c1", "c4", "c8", "nope"], rng.integers(0, 3)))}
+               if u % 3 else {} for u in range(40)]  # fmt: skip
+    snap = Snapshot.from_frames(frame, items.assign(attributes=[{}] * n_items),
+                                pd.DataFrame({"user_id": users, "attributes": answers}), cutoff_us=NOW)  # fmt: skip
+    source = PopularSource().fit(snap)
+    who = np.arange(snap.n_users)
+    args = (source, who, source._item_categories, source._categories, 0.7)
+    dense = popular.category_shares(*args)
+    assert len(who) <= popular._DENSE_SHARES
+    with patch.object(popular, "_DENSE_SHARES", 0):
+        sparse = popular.category_shares(*args)
+    np.testing.assert_allclose(dense.toarray(), sparse.toarray(), rtol=1e-6, atol=0)
+    assert (dense.toarray().sum(axis=1) > 0).sum() >= 30 and dense.nnz == sparse.nnz
