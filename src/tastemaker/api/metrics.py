@@ -9,8 +9,9 @@ largest value over the live workers, so a version any of them serves reads 1).
 from __future__ import annotations
 
 import os
+import threading
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
 __all__ = ["MULTIPROCESS_ENV", "Metrics"]
 
@@ -21,8 +22,10 @@ _BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0
 
 class Metrics:
     def __init__(self) -> None:
-        #: whether this process counts with others (prometheus_client read the variable when first imported)
-        self.shared = bool(os.environ.get(MULTIPROCESS_ENV))
+        #: whether this process counts with others: what prometheus_client chose when first imported (from the
+        #: variable as it was then), whatever the variable says now
+        self.shared = values.ValueClass is not values.MutexValue
+        self._lock = threading.Lock()  # the refresher and a promotion through the API may both report the model
         self.registry = CollectorRegistry()
         self.latency = Histogram("tastemaker_request_seconds", "HTTP request latency by route",
                                  ["method", "route", "status"], registry=self.registry, buckets=_BUCKETS)  # fmt: skip
@@ -46,13 +49,14 @@ class Metrics:
 
     def serving(self, version: str | None) -> None:
         name = version or "popularity"
-        if self._version is not None and self._version != name:
-            if self.shared:  # (a shared gauge's file keeps a removed label: it reads 0 instead)
-                self.model.labels(self._version).set(0)
-            else:
-                self.model.remove(self._version)
-        self.model.labels(name).set(1)
-        self._version = name
+        with self._lock:
+            if self._version is not None and self._version != name:
+                if self.shared:  # (a shared gauge's file keeps a removed label: it reads 0 instead)
+                    self.model.labels(self._version).set(0)
+                else:
+                    self.model.remove(self._version)
+            self.model.labels(name).set(1)
+            self._version = name
 
     def render(self) -> bytes:
         """The Prometheus text: this process's metrics, or every worker's summed when they count together."""

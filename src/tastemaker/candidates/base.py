@@ -218,6 +218,7 @@ class CandidateSource(ABC):
     def fit(self, snapshot: Snapshot) -> Self:
         """Learn from ``snapshot``; returns self."""
         self._snapshot = None  # a failed refit leaves the source unfitted, not half-fitted
+        self.__dict__.pop("_prefix", None)
         self._users = snapshot.user_ids
         self._items = snapshot.item_ids
         self._base_items = snapshot.matrix.tocsr().astype(np.float32)
@@ -410,6 +411,8 @@ class UserRows:
     def take(self, rows: np.ndarray) -> Rows:
         """The rows ``rows``, as :func:`take_rows` gives them (each row's indices sorted)."""
         rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.shape[0]):
+            raise IndexError(f"user rows must be in [0, {self.shape[0]})")
         inside = len(rows) == 0 or rows.max() < self.matrix.shape[0]
         if inside and (not self.changed or not any(r in self.changed for r in rows.tolist())):
             found = take_rows(self.matrix, rows)

@@ -334,7 +334,7 @@ def serve(
     os.environ[SETTINGS_ENV] = settings_json(settings)
     # the workers count together in files under one folder: a fresh one per run (stale files would add a
     # previous run's counts), unless the environment names its own
-    own = None if os.environ.get(MULTIPROCESS_ENV) else tempfile.mkdtemp(prefix="tastemaker-metrics-")
+    own = None if MULTIPROCESS_ENV in os.environ else tempfile.mkdtemp(prefix="tastemaker-metrics-")
     if own is not None:
         os.environ[MULTIPROCESS_ENV] = own
     try:
@@ -342,6 +342,7 @@ def serve(
                     log_level=log_level)  # fmt: skip
     finally:
         if own is not None:
+            os.environ.pop(MULTIPROCESS_ENV, None)
             shutil.rmtree(own, ignore_errors=True)
 
 

@@ -90,6 +90,9 @@ def to_interactions(events: pd.DataFrame, config: SnapshotConfig) -> pd.DataFram
     rated = np.where(types == config.rating_type, value, np.nan)
     # one group per (user, item) pair, numbered in the order of its first row; aggregated with array operations
     # (a pandas groupby costs ~15 ms a call however few the events: the cost of folding one new event in)
+    # a context column whenever a counted event has a context (where and how the pair began: device, keys)
+    with_context = "context" in ev and bool(ev["context"][keep].notna().any())
+    keep &= ev["user_id"].notna().to_numpy() & ev["item_id"].notna().to_numpy()  # (a groupby drops missing keys)
     users, items = ev["user_id"].to_numpy(object)[keep], ev["item_id"].to_numpy(object)[keep]
     time = ev["timestamp_us"].to_numpy(np.int64)[keep]
     weight, rated = weight[keep], rated[keep]
@@ -113,7 +116,7 @@ def to_interactions(events: pd.DataFrame, config: SnapshotConfig) -> pd.DataFram
         "last_timestamp_us": sorted_time[ends - 1] if n else np.zeros(0, np.int64),
         "n_events": (ends - starts).astype(np.int64),
     }
-    if "context" in ev and ev["context"][keep].notna().any():  # where and how the pair began (device, keys)
+    if with_context:
         context = ev["context"].to_numpy(object)[keep][order]
         present = np.array([c is not None and c == c and bool(c) and c != "{}" for c in context.tolist()], bool)
         first = np.full(n, -1, np.int64)

@@ -171,15 +171,8 @@ class Recommender:
         where = self._filters(loaded, events, now)
         # without a model to say which consumed items may return, none does
         seen = set() if events is None or where is not None else set(events.item_id.tolist())
-        try:
-            found = self.catalog.popular(request.k, category=request.category, exclude=seen | set(request.exclude),
-                                         where=where)  # fmt: skip
-        except Exception:  # the popularity path never fails a request: without the model's filters, logged
-            if where is None:
-                raise
-            _log.exception("the model's filters failed on a popularity list; serving it without them")
-            seen = set() if events is None else set(events.item_id.tolist())
-            found = self.catalog.popular(request.k, category=request.category, exclude=seen | set(request.exclude))
+        found = self.catalog.popular(request.k, category=request.category, exclude=seen | set(request.exclude),
+                                     where=where)  # fmt: skip
         items = self._popular_items(found.item_ids, found.scores, request.category)
         return ServedList(request_id, request.user_id, variant, POPULARITY, None, items, fallback)
 
@@ -189,24 +182,44 @@ class Recommender:
         """The served model's filter stages as a test over item ids, for the lists the engine does not rank
         (the control arm, the fallback, popular and similar items): they show nothing the personalized arm
         would filter out (blocked items, providers and categories, item age, the seen rule with its event
-        types and cooldown), so the holdout differs from it only in the ranking. None without a model."""
+        types and cooldown), so the holdout differs from it only in the ranking. None without a model.
+
+        An item the model does not know yet (stored since the last refresh, at most ``refresh_seconds`` ago) is
+        judged by what the server knows of it: its id (blocked items), its categories, and whether the user has
+        any event on it (consumed, whatever the rule's types and cooldown); its provider and age are not known
+        here. A filter that fails is logged and lets everything through: these lists are the fallback, and
+        never fail a request."""
         if loaded is None:
             return None
-        engine = loaded.engine
-        stages = [s for s in engine.chain.stages if isinstance(s, Filter)]
-        blocked = {i for s in stages for i in s.config.blocked_items}
-        with loaded.lock:
-            seen = Seen() if events is None else _seen(engine.item_ids, events)
-        ask = Request(user=0, now_us=now, k=1, seen=seen)
+        try:
+            engine = loaded.engine
+            stages = [s for s in engine.chain.stages if isinstance(s, Filter)]
+            blocked = {i for s in stages for i in s.config.blocked_items}
+            blocked_categories = {c for s in stages for c in s.config.blocked_categories}
+            seen_rule = events is not None and any(s.config.seen for s in stages)
+            consumed = set(events.item_id.tolist()) if seen_rule else set()
+            with loaded.lock:
+                seen = Seen() if events is None else _seen(engine.item_ids, events)
+            ask = Request(user=0, now_us=now, k=1, seen=seen)
+        except Exception:
+            _log.exception("the model's filters could not be read; serving a popularity list without them")
+            return None
 
         def allowed(ids: list[str]) -> np.ndarray:
-            with loaded.lock:  # (items added meanwhile grow the index and the catalog together)
-                index, catalog = engine.item_index(ids), engine.catalog
-            keep = np.array([i not in blocked for i in ids], bool)
-            known = index >= 0  # an item the model does not know yet is judged by its id and availability
-            for stage in stages:
-                keep[known] &= stage.allowed(index[known], ask, catalog)
-            return keep
+            try:
+                with loaded.lock:  # (items added meanwhile grow the index and the catalog together)
+                    index, catalog = engine.item_index(ids), engine.catalog
+                keep = np.array([i not in blocked for i in ids], bool)
+                known = index >= 0
+                for stage in stages:
+                    keep[known] &= stage.allowed(index[known], ask, catalog)
+                for j in np.flatnonzero(~known).tolist():
+                    if ids[j] in consumed or not blocked_categories.isdisjoint(self.catalog.categories(ids[j])):
+                        keep[j] = False
+                return keep
+            except Exception:
+                _log.exception("the model's filters failed on a popularity list; serving it without them")
+                return np.ones(len(ids), bool)
 
         return allowed
 
@@ -341,16 +354,23 @@ class Recommender:
         item neither the model nor the store knows."""
         loaded = self.slot.current
         where = self._filters(loaded, None, self.clock.now_us())
-        if loaded is not None and where is not None:
+        if loaded is not None:
             engine = loaded.engine
             index = engine.item_index([item_id])
             if index[0] >= 0:
-                with loaded.lock:
-                    ids, scores = engine.similar(index, 2 * k + len(self.catalog.unavailable))
-                pairs = [(str(engine.item_ids[i]), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
                 unavailable = self.catalog.unavailable
-                shown = where([i for i, _ in pairs]) if pairs else np.zeros(0, bool)
-                items = [p for p, ok in zip(pairs, shown.tolist(), strict=True) if ok and p[0] not in unavailable][:k]
+                asked, items = 2 * k + len(unavailable), []
+                while True:  # filters may drop most of an item's neighbours (they share its category): ask for more
+                    with loaded.lock:
+                        ids, scores = engine.similar(index, asked)
+                    pairs = [(str(engine.item_ids[i]), float(s)) for i, s in zip(ids[0], scores[0], strict=True)
+                             if i >= 0]  # fmt: skip
+                    shown = where([i for i, _ in pairs]) if pairs and where else np.ones(len(pairs), bool)
+                    items = [p for p, ok in zip(pairs, shown.tolist(), strict=True)
+                             if ok and p[0] not in unavailable][:k]  # fmt: skip
+                    if len(items) >= k or len(pairs) < asked or asked >= engine.n_items:
+                        break
+                    asked *= 4
                 if items:  # (an item added since training has no neighbours yet)
                     listed = [ListItem(i, s, p + 1, "similar", "similar items", 1.0) for p, (i, s) in enumerate(items)]
                     return loaded.version, listed

@@ -193,12 +193,12 @@ def _grouped(events: pd.DataFrame, config: SnapshotConfig) -> pd.DataFrame:
 @settings(max_examples=150, deadline=None)
 def test_to_interactions_agrees_with_its_groupby_definition(seed: int, n: int, aggregate: str, contexts: bool) -> None:
     """Ties in time, ratings with and without values, types weighed, ignored or below their minimum, strong
-    values, empty and missing contexts: the vectorised aggregation gives the groupby's frame exactly."""
+    values, empty and missing contexts, missing ids: the vectorised aggregation gives the groupby's frame exactly."""
     rng = np.random.default_rng(seed)
     types = ["view", "click", "rating", "like", "unknown"]
     events = pd.DataFrame({
-        "user_id": rng.choice(["a", "b", "c", 7], n).astype(object),
-        "item_id": rng.choice(["x", "y", "z", "w"], n),
+        "user_id": rng.choice(np.array(["a", "b", "c", 7, None], dtype=object), n),
+        "item_id": rng.choice(np.array(["x", "y", "z", "w", None], dtype=object), n),
         "type": rng.choice(types, n),
         "value": np.where(rng.random(n) < 0.3, np.nan, rng.integers(0, 6, n).astype(float)),
         "timestamp_us": rng.integers(0, 5, n).astype(np.int64) * 1_000_000,

@@ -122,6 +122,27 @@ def test_lists_the_engine_does_not_rank_pass_the_models_filters(recommender: Rec
     popular = [i.item_id for i in recommender.popular(15)]
     assert len(popular) == 15 and all(allowed(i) for i in popular) and popular == [i for i in top if allowed(i)][:15]
     assert all(allowed(i.item_id) for i in recommender.similar(top[2], 10)[1])
+    # a filter that drops most of an item's neighbours: more of them are asked for until the list is full
+    categories = sorted({c for i in top for c in recommender.catalog.categories(i)})
+    kept = [c for c in categories if c not in recommender.catalog.categories(top[1])][0]
+    narrow = [c for c in categories if c != kept]
+    engine.chain = Chain(RerankConfig.from_dict({"stages": [{"stage": "filter", "blocked_categories": narrow}]}))
+    like = recommender.similar(top[1], 10)
+    every, _ = engine.similar(engine.item_index([top[1]]), engine.n_items)
+    want = [str(engine.item_ids[i]) for i in every[0] if i >= 0]
+    want = [i for i in want if set(recommender.catalog.categories(i)) <= {kept}][:10]
+    assert like[0] == recommender.slot.current.version and len(want) >= 5
+    assert [i.item_id for i in like[1]] == want
+    engine.chain = Chain(RerankConfig.from_dict({"stages": [{"stage": "filter", **policy}]}))
+    # items stored since the model loaded are judged by their categories and the user's events on them
+    recommender.store.upsert_items([{"item_id": "late-blocked", "categories": [blocked_category]},
+                                    {"item_id": "late-seen", "categories": []}, {"item_id": "late-ok"}])  # fmt: skip
+    recommender.catalog.note_items(recommender.store.get_items(["late-blocked", "late-seen", "late-ok"]))
+    recommender.store.ingest_events([{"user_id": control[0], "item_id": "late-seen", "type": "view",
+                                      "timestamp": "2026-02-03T20:00:00Z"}])  # fmt: skip
+    events = recommender.store.user_events([control[0]])[control[0]]
+    where = recommender._filters(recommender.slot.current, events, recommender.clock.now_us())
+    assert where(["late-blocked", "late-seen", "late-ok", blocked_item]).tolist() == [False, False, True, False]
     engine.recommend = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))  # the fallback
     fallback = recommender.recommend([ListRequest(personal, k=15)])[0]
     assert fallback.fallback is not None and all(allowed(i.item_id) for i in fallback.items)
