@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -103,7 +104,11 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
 
 def _start(settings: ServerSettings, clock: Clock, metrics: Metrics) -> Server:
     store = open_store(settings.db, clock=clock)
-    writer = ExposureWriter(store, flush_seconds=settings.exposure_flush_seconds, on_written=metrics.exposures.inc)
+    spill = settings.exposure_spill_dir or Path(settings.models_dir) / ".exposure-spill"
+    writer = ExposureWriter(store, flush_seconds=settings.exposure_flush_seconds, on_written=metrics.exposures.inc,
+                            spill_dir=spill, close_seconds=settings.exposure_close_seconds,
+                            on_spilled=metrics.spilled.inc)  # fmt: skip
+    writer.replay()  # what an earlier run spilled at its shutdown (the store was away), in the background
     try:
         recommender = Recommender.from_settings(
             store, settings, clock, writer=writer, on_fallback=lambda reason: metrics.fallbacks.inc(),

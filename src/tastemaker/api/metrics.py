@@ -36,6 +36,8 @@ class Metrics:
                                      registry=self.registry)  # fmt: skip
         self.exposures = Counter("tastemaker_exposures_written", "Exposures written to the store",
                                  registry=self.registry)  # fmt: skip
+        self.spilled = Counter("tastemaker_exposures_spilled", "Exposures spilled to disk at shutdown (the store "
+                               "was away); written back at the next start", registry=self.registry)  # fmt: skip
         self.refused = Counter("tastemaker_lists_refused", "List requests not computed: 'overloaded' (waited over "
                                "list_wait_seconds, answered 503) or 'abandoned' (the caller gave up)", ["reason"],
                                registry=self.registry)  # fmt: skip

@@ -1,17 +1,30 @@
 """The exposure log's writer: served lists are queued on the request path and written in batches by one
 background thread. Nothing queued is dropped: a failed write is retried (with a growing pause) until it
-lands, and ``close`` writes everything still queued before it returns."""
+lands, and ``close`` writes everything still queued before it returns.
+
+A store that stays away at shutdown would hold ``close`` (and the server's exit) for as long as the outage
+lasts, and a supervisor's kill at the end of its grace period would lose the queue. With a ``spill_dir``,
+``close`` keeps retrying for ``close_seconds``, then appends what is still unwritten to a JSON-lines file
+there (flushed to disk) and returns; ``replay`` (the server calls it at start) writes spilled files back in
+a background thread and deletes each once it has landed. Writes are idempotent by request id, so a file
+replayed twice (two workers starting together, a stop half-way) stores each exposure once."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
+
+import orjson
 
 from tastemaker.errors import InvalidBatchError, TastemakerError
-from tastemaker.store.base import Exposure, Store
+from tastemaker.store.base import ExposedItem, Exposure, Store
 
 __all__ = ["ExposureWriter"]
 
@@ -27,8 +40,18 @@ class ExposureWriter:
         max_batch: int = 500,
         on_written: Callable[[int], None] | None = None,
         on_failed: Callable[[int], None] | None = None,
+        spill_dir: Path | None = None,
+        close_seconds: float = 20.0,
+        on_spilled: Callable[[int], None] | None = None,
     ) -> None:
         self._store = store
+        self._spill_dir = spill_dir
+        self._close_seconds = close_seconds
+        self._on_spilled = on_spilled or (lambda n: None)
+        self._spill_file: Path | None = None  # this writer's, created at its first spill
+        self._give_up_at: float | None = None  # set by close(): past it, a store still away means spilling
+        self._stop_replay = threading.Event()
+        self._spilling = False
         self._flush_seconds = flush_seconds
         self._max_batch = max_batch
         self._queued: deque[Exposure] = deque()
@@ -60,13 +83,51 @@ class ExposureWriter:
             return self._done.wait_for(lambda: self._pending == 0, timeout)
 
     def close(self) -> None:
-        """Write what is queued, then stop the thread."""
+        """Write what is queued, then stop the thread (with a ``spill_dir``: within about ``close_seconds``,
+        spilling what the store would not take)."""
+        self._stop_replay.set()
         with self._arrived:
             if self._closed:
                 return
             self._closed = True
+            self._give_up_at = time.monotonic() + self._close_seconds
             self._arrived.notify()
         self._thread.join()
+
+    def replay(self) -> threading.Thread | None:
+        """Write back the exposures spilled in ``spill_dir`` by earlier runs, in a background thread (returned);
+        each file is deleted once all of it has landed. A store still away is retried until it answers or this
+        writer closes (the files then wait for the next start)."""
+        if self._spill_dir is None or not self._spill_dir.is_dir():
+            return None
+        files = sorted(self._spill_dir.glob("exposures-*.jsonl"))
+        if not files:
+            return None
+        thread = threading.Thread(target=self._replay, args=(files,), name="exposure-replay", daemon=True)
+        thread.start()
+        return thread
+
+    def _replay(self, files: list[Path]) -> None:
+        for path in files:
+            try:
+                lines = path.read_bytes().splitlines()
+            except FileNotFoundError:  # another worker replayed it
+                continue
+            spilled = [_exposure(orjson.loads(line)) for line in lines if line.strip()]
+            for start in range(0, len(spilled), self._max_batch):
+                pause = 0.05
+                while True:
+                    if self._stop_replay.is_set():
+                        return
+                    try:
+                        self._store.record_exposures(spilled[start : start + self._max_batch])
+                        break
+                    except TastemakerError as exc:
+                        _log.warning("replaying spilled exposures failed, retrying in %.2f s: %s", pause, exc)
+                        self._stop_replay.wait(pause)
+                        pause = min(pause * 2, 5.0)
+            _log.info("replayed %d spilled exposures from %s", len(spilled), path)
+            path.unlink(missing_ok=True)
 
     def _run(self) -> None:
         """Each batch starts with the first exposure that arrives and takes what follows for up to
@@ -84,6 +145,9 @@ class ExposureWriter:
 
     def _write(self, batch: list[Exposure]) -> None:
         total, pause, surprises = len(batch), 0.05, 0
+        if self._spilling:
+            self._spill(batch, TastemakerError("the store was away when the writer closed"))
+            batch = []
         while batch:
             try:
                 self._store.record_exposures(batch)  # idempotent by request id: a retry cannot double a row
@@ -94,6 +158,11 @@ class ExposureWriter:
                 batch = [e for i, e in enumerate(batch) if i not in bad]
                 continue
             except TastemakerError as exc:  # the store is away: keep the batch, try again
+                closing = self._give_up_at is not None and time.monotonic() >= self._give_up_at
+                if closing and self._spill_dir is not None:
+                    self._spill(batch, exc)
+                    self._spilling = True  # the batches still queued go to the file without waiting again
+                    break
                 _log.warning("exposure write failed, retrying in %.2f s: %s", pause, exc)
             except Exception:  # a defect, not an outage: a few tries, then the batch is given up, loudly
                 surprises += 1
@@ -110,8 +179,31 @@ class ExposureWriter:
             self._pending -= total
             self._done.notify_all()
 
+    def _spill(self, batch: list[Exposure], error: Exception) -> None:
+        """Append ``batch`` to this writer's spill file, flushed to disk (closing, with the store still away)."""
+        assert self._spill_dir is not None
+        self._spill_dir.mkdir(parents=True, exist_ok=True)
+        if self._spill_file is None:
+            name = f"exposures-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+            self._spill_file = self._spill_dir / name
+        with open(self._spill_file, "ab") as out:
+            out.write(b"".join(orjson.dumps(dataclasses.asdict(e)) + b"\n" for e in batch))
+            out.flush()
+            os.fsync(out.fileno())
+        _log.error("the store is still away at shutdown (%s): %d exposures spilled to %s, replayed at the next "
+                   "start", error, len(batch), self._spill_file)  # fmt: skip
+        try:
+            self._on_spilled(len(batch))
+        except Exception:
+            _log.exception("exposure callback failed")
+
     def _notify(self, written: int) -> None:
         try:
             self._on_written(written)
         except Exception:  # a metric must not stop the writer
             _log.exception("exposure callback failed")
+
+
+def _exposure(row: dict) -> Exposure:
+    items = [ExposedItem(**item) for item in row.pop("items")]
+    return Exposure(items=items, **row)

@@ -68,6 +68,10 @@ class ServerSettings(ConfigModel):
     refresh_seconds: float = Field(default=10.0, gt=0)
     #: exposures are written off the request path in batches: a batch waits at most this long for more
     exposure_flush_seconds: float = Field(default=0.2, gt=0)
+    #: at shutdown, a store that is away is retried this long; what it still would not take is then spilled to
+    #: ``exposure_spill_dir`` (default: ``MODELS_DIR/.exposure-spill``) and written back at the next start
+    exposure_close_seconds: float = Field(default=20.0, gt=0)
+    exposure_spill_dir: Path | None = None
     #: lists asked for while one is computed go together in the next call, at most this many (1: one at a time)
     list_batch: int = Field(default=8, ge=1, le=64)
     #: a list request that waited this long for its turn is refused with 503 and Retry-After instead of served

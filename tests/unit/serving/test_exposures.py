@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -78,3 +79,52 @@ def test_a_malformed_exposure_is_dropped_and_the_rest_written(store) -> None:
     writer.submit(shown(3))
     writer.close()
     assert sorted(store.exposures_frame()["request_id"]) == ["r1", "r3"] and failed == [1]
+
+
+class DownStore:
+    """A store that is away: every write fails as a refused connection would."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def record_exposures(self, exposures):
+        self.calls += 1
+        raise StoreError("could not record exposures: connection refused")
+
+
+def test_a_store_away_at_shutdown_spills_to_disk_and_the_next_start_writes_it_back(store, tmp_path: Path) -> None:
+    """``close`` gives up on a store that stays away after ``close_seconds`` instead of holding the shutdown for
+    the whole outage; nothing is lost: the exposures land in a spill file, and a later writer writes them back
+    (once, even when two replay the same file) and deletes it."""
+    spill, spilled = tmp_path / "spill", []
+    down = DownStore()
+    writer = ExposureWriter(down, flush_seconds=0.01, max_batch=4, spill_dir=spill, close_seconds=0.3,  # type: ignore[arg-type]
+                            on_spilled=spilled.append)  # fmt: skip
+    context = {"device": "tv", "hour": 20.5}
+    exposures = [dataclasses.replace(shown(n), context=context if n % 2 else None) for n in range(10)]
+    for exposure in exposures:
+        writer.submit(exposure)
+    started = time.monotonic()
+    writer.close()
+    assert time.monotonic() - started < 10 and down.calls >= 1
+    files = list(spill.glob("exposures-*.jsonl"))
+    assert len(files) == 1 and sum(spilled) == 10 and len(files[0].read_bytes().splitlines()) == 10
+    copy = spill / "exposures-0-copy.jsonl"  # the same file seen twice (two workers starting together)
+    copy.write_bytes(files[0].read_bytes())
+    again = ExposureWriter(store, flush_seconds=0.01, spill_dir=spill)
+    replaying = again.replay()
+    assert replaying is not None
+    replaying.join(30)
+    again.close()
+    frame = store.exposures_frame()
+    assert sorted(frame["request_id"].unique()) == sorted(e.request_id for e in exposures)
+    assert store.counts()["exposures"] == 10 and not list(spill.glob("*.jsonl"))
+    assert {r: c for r, c in zip(frame["request_id"], frame["context"], strict=True)}["r1"] == context
+
+
+def test_without_a_spill_folder_a_store_away_is_retried_until_it_answers(store) -> None:
+    flaky = FlakyStore(store, failures=4)
+    writer = ExposureWriter(flaky, flush_seconds=0.01, close_seconds=0.01)  # type: ignore[arg-type]
+    writer.submit(shown(1))
+    writer.close()  # past close_seconds, but with nowhere to spill: retried until it lands
+    assert store.counts()["exposures"] == 1
