@@ -296,6 +296,12 @@ class CandidateSource(ABC):
             self._items_added(np.arange(start, self.n_items), fresh.reset_index(drop=True))
         return self._items.get_indexer(ids)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        for name in ("_user_items", "_user_last", "_shares"):  # artifacts of format 3 hold plain CSR matrices
+            if isinstance(self.__dict__.get(name), sp.spmatrix):
+                self.__dict__[name] = UserRows(sp.csr_matrix(self.__dict__[name]))
+
     # -- id spaces -------------------------------------------------------------------------------------
     @property
     def snapshot(self) -> Snapshot:

@@ -113,7 +113,7 @@ class ContentSource(CandidateSource):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        super().__setstate__(state)
         if self.config.encoder == "minilm" and getattr(self, "_snapshot", None) is not None:
             self._encoder = _load_minilm()
 

@@ -49,6 +49,8 @@ _log = logging.getLogger(__name__)
 #: the artifact layout (bump when engine.pkl's objects or the files change): 2 — the ranker is an ensemble;
 #: 3 — the engine carries its re-ranking chain and catalog; 4 — sources keep users' rows as ``UserRows``
 ARTIFACT_FORMAT = 4
+#: formats this code loads: 3's plain user matrices are wrapped as ``UserRows`` when unpickled
+_READABLE = (3, 4)
 _LIBRARIES = ("tastemaker", "numpy", "scipy", "pandas", "implicit", "faiss-cpu", "lightgbm", "lleaves", "scikit-learn")
 
 
@@ -171,7 +173,7 @@ def load_engine(path: str | Path) -> tuple[Engine, dict[str, Any]]:
 def _check_compatible(path: Path, manifest: dict[str, Any]) -> None:
     """Refuse an artifact this code cannot serve: another layout, or features of another schema."""
     found = manifest.get("format", 1)  # artifacts before the format number were format 1
-    if found != ARTIFACT_FORMAT:
+    if found not in _READABLE:
         newer = isinstance(found, int) and found > ARTIFACT_FORMAT
         raise ArtifactError(
             f"artifact {path.name} has format {found}; this tastemaker reads format {ARTIFACT_FORMAT}: "

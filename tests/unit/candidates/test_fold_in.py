@@ -167,3 +167,27 @@ def test_folded_rows_are_the_snapshot_row_combined_with_the_history_row(aggregat
             assert {i: w for i, w in got_w.items() if w} == want_w
             assert {i: t for i, t in got_t.items() if t} == want_t
             assert pop.has_history(row)[0] == bool(want_w)
+
+
+def test_a_source_pickled_with_plain_user_matrices_loads_and_folds_in() -> None:
+    """Artifacts of format 3 hold each source's user rows (and category shares) as CSR matrices: unpickled,
+    they are wrapped, and the source serves and folds in as one saved today."""
+    import pickle
+
+    from tastemaker.candidates.base import UserRows
+    from tastemaker.candidates.popular import PopularSource
+
+    snap = two_taste_world()
+    source = PopularSource().fit(snap)
+    old = pickle.loads(pickle.dumps(source))
+    for name in ("_user_items", "_user_last", "_shares"):  # as format 3 pickled them
+        old.__dict__[name] = old.__dict__[name].merged()
+    restored = pickle.loads(pickle.dumps(old))
+    assert all(isinstance(restored.__dict__[n], UserRows) for n in ("_user_items", "_user_last", "_shares"))
+    users = np.arange(snap.n_users)
+    assert restored.candidates(users, 5)[0].tolist() == source.candidates(users, 5)[0].tolist()
+    later = History.from_events(events([("u0", "b1", 10 * DAY), ("new", "a1", 10 * DAY)], start=500), snap.item_ids)
+    for s in (restored, source):
+        s.fold_in(later)
+    assert restored.user_items(restored.user_index(["u0", "new"])).toarray().tolist() == source.user_items(
+        source.user_index(["u0", "new"])).toarray().tolist()  # fmt: skip

@@ -96,6 +96,8 @@ def test_a_tampered_or_foreign_artifact_is_refused(fitted: tuple[Engine, Snapsho
         load_engine(other.path)
     with pytest.raises(ArtifactError, match="has format 1"):  # nor is it promoted
         Registry(tmp_path / "b").promote(other.version)
+    (other.path / "manifest.json").write_text(json.dumps({**manifest, "format": 3}))
+    assert isinstance(load_engine(other.path)[0], Engine)  # format 3 still loads (its user matrices are wrapped)
     (other.path / "manifest.json").write_text(json.dumps({**manifest, "format": 5}))
     with pytest.raises(ArtifactError, match="has format 5; this tastemaker reads format 4: upgrade tastemaker"):
         load_engine(other.path)
