@@ -33,6 +33,7 @@ __all__ = ["PopularConfig", "PopularSource", "Popularity", "PoolCategories", "ca
 
 _DAY_US = 86_400 * 1_000_000
 _CHUNK = 256  # users per dense block when steering
+_FEW = 16  # up to this many users (a request's batch), steering reads only the pool's heads (``_steered_one``)
 
 
 class Popularity(CandidateSource):
@@ -96,8 +97,49 @@ class PopularSource(CandidateSource):
 
     def _steered(self, shares: np.ndarray, n: int, banned: Rows) -> tuple[np.ndarray, np.ndarray]:
         """Top ``n`` pool positions by popularity × (floor + the user's share of the item's categories)."""
+        if self._pool_categories.only is not None and len(shares) <= _FEW:
+            ids = np.full((len(shares), n), -1, np.int64)
+            best = np.full((len(shares), n), -np.inf, np.float32)
+            banned = banned.nonzero()  # (a stored zero excludes nothing)
+            for r in range(len(shares)):
+                row = banned.indices[banned.indptr[r] : banned.indptr[r + 1]]
+                ids[r], best[r] = self._steered_one(shares[r], n, row)
+            return ids, best
         affinity = self._pool_categories.affinity(shares)
         return top_n(self._pool_score[None, :] * (self.config.floor + np.minimum(affinity, 1.0)), n, banned)
+
+    def _steered_one(self, share: np.ndarray, n: int, banned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_steered` for one user of a catalog whose items have at most one category each, without
+        scoring the whole pool: an item's factor is its category's, so within one category (and among the
+        items of categories the user has no share in) the score follows the pool's order, the best ``n`` of
+        each such group are its first ``n`` not excluded, and the top ``n`` overall are among those. The same
+        scores, computed the same way, as over the whole pool."""
+        only, floor = self._pool_categories.only, self.config.floor
+        assert only is not None
+        factor = floor + np.minimum(np.concatenate([share, np.zeros(1, share.dtype)]), 1.0)  # the last: no category
+        blocked = np.zeros(len(self._pool), bool)
+        blocked[banned] = True
+        mine = np.flatnonzero(share > 0)
+        parts = []
+        heads = self.__dict__.get("_heads")
+        if heads is None or heads[0] is not only:  # each category's pool positions in the pool's order, once a pool
+            order = np.argsort(only, kind="stable")
+            heads = self._heads = (only, order, np.searchsorted(only[order], np.arange(len(factor) + 1)))
+        _, by_category, bounds = heads
+        for category in mine.tolist():
+            members = by_category[bounds[category] : bounds[category + 1]]
+            parts.append(members[~blocked[members]][:n])
+        in_mine = np.zeros(len(factor), bool)
+        in_mine[mine] = True
+        limit = min(len(self._pool), 4 * n + len(banned) + 64)
+        while True:  # the other items, in the pool's order
+            rest = np.flatnonzero(~in_mine[only[:limit]] & ~blocked[:limit])[:n]
+            if len(rest) >= n or limit == len(self._pool):
+                break
+            limit = min(len(self._pool), 4 * limit)
+        positions = np.sort(np.concatenate([rest, *parts]))  # ties then go to the lower pool position, as in top_n
+        local, best = top_n((self._pool_score[positions] * factor[only[positions]])[None, :], n)
+        return np.where(local[0] >= 0, positions[np.maximum(local[0], 0)], -1), best[0]
 
     def _set_pool(self) -> None:
         pool = self._order[: self.config.pool]
@@ -150,6 +192,11 @@ class PoolCategories:
         if (np.diff(self.matrix.indptr) <= 1).all() and (self.matrix.data == 1).all():
             self._only = np.full(len(pool), self.matrix.shape[1], np.int64)  # the last column reads 0
             self._only[self._entry_item] = self.matrix.indices
+
+    @property
+    def only(self) -> np.ndarray | None:
+        """Each pool item's category (the number of categories for none) when no item has more than one."""
+        return self._only
 
     def affinity(self, shares: np.ndarray) -> np.ndarray:
         """``(len(shares), pool)``: each user's summed share over each pool item's categories."""

@@ -179,3 +179,40 @@ def test_category_shares_of_a_few_users_are_the_sparse_products_shares() -> None
         sparse = popular.category_shares(*args)
     np.testing.assert_allclose(dense.toarray(), sparse.toarray(), rtol=1e-6, atol=0)
     assert (dense.toarray().sum(axis=1) > 0).sum() >= 30 and dense.nnz == sparse.nnz
+
+
+@pytest.mark.parametrize("half_life", [None, 7.0])
+def test_steering_a_few_users_of_single_category_items_reads_only_the_pools_heads(half_life: float | None) -> None:
+    """Items of one category each (or none): a request's few users are steered from the head of each category
+    and of the rest of the pool; the same scores, and the same items wherever they are not tied at the cut-off,
+    as scoring the whole pool, with exclusions, users with one, several and no categories, and long lists."""
+    from tastemaker.candidates import popular
+
+    rng = np.random.default_rng(11)
+    n_items, n_users = 2_000, 40
+    cats = [[f"c{c}"] if c < 10 else [] for c in rng.integers(0, 11, n_items)]
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(n_items)], "categories": cats})
+    weights = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    users = [f"u{u}" for u in range(n_users)]
+    picks = [rng.choice(n_items, rng.integers(1, 60), p=weights / weights.sum()) for _ in users]
+    rows = [(u, f"i{i}", NOW - int(rng.integers(1, 20)) * DAY) for u, chosen in zip(users, picks, strict=True)
+            for i in chosen]  # fmt: skip
+    crowd = rng.choice(n_items, (300, 30), p=weights / weights.sum())
+    rows += [(f"crowd{k}", f"i{i}", NOW - int(rng.integers(1, 20)) * DAY) for k in range(300) for i in crowd[k]]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp_us"])
+    frame = frame.assign(event_id=[f"e{i}" for i in range(len(frame))], type="click", value=np.nan)
+    snap = Snapshot.from_frames(frame, items.assign(attributes=[{}] * n_items), cutoff_us=NOW)
+    source = PopularSource(PopularConfig(half_life_days=half_life, pool=1_500)).fit(snap)
+    assert source._pool_categories.only is not None
+    who = snap.user_index(users)
+    exclude = snap.matrix[who]
+    for n in (5, 100, 1_400):
+        for group in (who[:1], who[:7], who[7:23]):
+            got_ids, got = source.candidates(group, n, exclude=exclude[group - who[0]])
+            with patch.object(popular, "_FEW", 0):
+                want_ids, want = source.candidates(group, n, exclude=exclude[group - who[0]])
+            np.testing.assert_array_equal(got, want)  # the same scores, bit for bit, in the same order
+            differs, edge = np.diff(want, axis=1) != 0, np.ones((len(group), 1), bool)
+            # the last place may be tied with an item left out, which either path may take
+            distinct = np.concatenate([edge, differs], axis=1) & np.concatenate([differs, ~edge], axis=1)
+            np.testing.assert_array_equal(got_ids[distinct], want_ids[distinct])
