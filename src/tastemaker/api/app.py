@@ -107,7 +107,7 @@ def _start(settings: ServerSettings, clock: Clock, metrics: Metrics) -> Server:
     spill = settings.exposure_spill_dir or Path(settings.models_dir) / ".exposure-spill"
     writer = ExposureWriter(store, flush_seconds=settings.exposure_flush_seconds, on_written=metrics.exposures.inc,
                             spill_dir=spill, close_seconds=settings.exposure_close_seconds,
-                            on_spilled=metrics.spilled.inc)  # fmt: skip
+                            on_spilled=metrics.spilled.inc, max_queued=settings.exposure_max_queued)  # fmt: skip
     writer.replay()  # what an earlier run spilled at its shutdown (the store was away), in the background
     try:
         recommender = Recommender.from_settings(

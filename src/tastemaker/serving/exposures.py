@@ -7,7 +7,9 @@ lasts, and a supervisor's kill at the end of its grace period would lose the que
 ``close`` keeps retrying for ``close_seconds``, then appends what is still unwritten to a JSON-lines file
 there (flushed to disk) and returns; ``replay`` (the server calls it at start) writes spilled files back in
 a background thread and deletes each once it has landed. Writes are idempotent by request id, so a file
-replayed twice (two workers starting together, a stop half-way) stores each exposure once."""
+replayed twice (two workers starting together, a stop half-way) stores each exposure once. A long outage
+while serving spills too, so the queue in memory stays bounded: past ``max_queued`` exposures, what is queued
+goes to the file, and the first write that lands afterwards starts its replay."""
 
 from __future__ import annotations
 
@@ -43,8 +45,11 @@ class ExposureWriter:
         spill_dir: Path | None = None,
         close_seconds: float = 20.0,
         on_spilled: Callable[[int], None] | None = None,
+        max_queued: int = 100_000,
     ) -> None:
         self._store = store
+        self._max_queued = max_queued
+        self._replaying: threading.Thread | None = None
         self._spill_dir = spill_dir
         self._close_seconds = close_seconds
         self._on_spilled = on_spilled or (lambda n: None)
@@ -93,6 +98,7 @@ class ExposureWriter:
             self._give_up_at = time.monotonic() + self._close_seconds
             self._arrived.notify()
         self._thread.join()
+        self._finish_spill_file()
 
     def replay(self) -> threading.Thread | None:
         """Write back the exposures spilled in ``spill_dir`` by earlier runs, in a background thread (returned);
@@ -100,7 +106,10 @@ class ExposureWriter:
         writer closes (the files then wait for the next start)."""
         if self._spill_dir is None or not self._spill_dir.is_dir():
             return None
+        # finished files, and files still open in a process that is gone (it crashed while spilling); never one a
+        # live writer may still append to
         files = sorted(self._spill_dir.glob("exposures-*.jsonl"))
+        files += sorted(f for f in self._spill_dir.glob("exposures-*.jsonl.open") if not _alive(f))
         if not files:
             return None
         thread = threading.Thread(target=self._replay, args=(files,), name="exposure-replay", daemon=True)
@@ -113,7 +122,12 @@ class ExposureWriter:
                 lines = path.read_bytes().splitlines()
             except FileNotFoundError:  # another worker replayed it
                 continue
-            spilled = [_exposure(orjson.loads(line)) for line in lines if line.strip()]
+            spilled = []
+            for line in lines:
+                try:
+                    spilled.append(_exposure(orjson.loads(line)))
+                except (orjson.JSONDecodeError, TypeError, KeyError):  # a line cut short by a crash mid-write
+                    _log.error("skipping an unreadable line in %s", path)
             for start in range(0, len(spilled), self._max_batch):
                 pause = 0.05
                 while True:
@@ -163,6 +177,8 @@ class ExposureWriter:
                     self._spill(batch, exc)
                     self._spilling = True  # the batches still queued go to the file without waiting again
                     break
+                if self._spill_dir is not None and len(self._queued) > self._max_queued:
+                    self._spill_queued(exc)  # a long outage: memory stays bounded, nothing is lost
                 _log.warning("exposure write failed, retrying in %.2f s: %s", pause, exc)
             except Exception:  # a defect, not an outage: a few tries, then the batch is given up, loudly
                 surprises += 1
@@ -172,6 +188,8 @@ class ExposureWriter:
                     break
             else:
                 self._notify(len(batch))
+                if self._spill_file is not None and not self._spilling:
+                    self._replay_spilled()
                 break
             time.sleep(pause)
             pause = min(pause * 2, 5.0)
@@ -180,22 +198,45 @@ class ExposureWriter:
             self._done.notify_all()
 
     def _spill(self, batch: list[Exposure], error: Exception) -> None:
-        """Append ``batch`` to this writer's spill file, flushed to disk (closing, with the store still away)."""
+        """Append ``batch`` to this writer's spill file, flushed to disk (the store away at close, or too long)."""
         assert self._spill_dir is not None
         self._spill_dir.mkdir(parents=True, exist_ok=True)
         if self._spill_file is None:
-            name = f"exposures-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+            name = f"exposures-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl.open"
             self._spill_file = self._spill_dir / name
         with open(self._spill_file, "ab") as out:
             out.write(b"".join(orjson.dumps(dataclasses.asdict(e)) + b"\n" for e in batch))
             out.flush()
             os.fsync(out.fileno())
-        _log.error("the store is still away at shutdown (%s): %d exposures spilled to %s, replayed at the next "
-                   "start", error, len(batch), self._spill_file)  # fmt: skip
+        _log.error("the store is away (%s): %d exposures spilled to %s, to be written back once it answers or at "
+                   "the next start", error, len(batch), self._spill_file)  # fmt: skip
         try:
             self._on_spilled(len(batch))
         except Exception:
             _log.exception("exposure callback failed")
+
+    def _spill_queued(self, error: Exception) -> None:
+        """Move everything queued to the spill file (the store has been away for ``max_queued`` exposures)."""
+        with self._arrived:
+            moved = list(self._queued)
+            self._queued.clear()
+        self._spill(moved, error)
+        with self._done:
+            self._pending -= len(moved)
+            self._done.notify_all()
+
+    def _replay_spilled(self) -> None:
+        """The store answers again after this writer spilled: later spills go to a new file, and the ones
+        written so far are replayed in the background (unless a replay is still running: the next start will)."""
+        self._finish_spill_file()
+        if self._replaying is None or not self._replaying.is_alive():
+            self._replaying = self.replay()
+
+    def _finish_spill_file(self) -> None:
+        """Nothing more goes to the current spill file: it becomes one that ``replay`` reads."""
+        if self._spill_file is not None:
+            self._spill_file.rename(self._spill_file.with_suffix(""))  # drops ".open"
+            self._spill_file = None
 
     def _notify(self, written: int) -> None:
         try:
@@ -207,3 +248,20 @@ class ExposureWriter:
 def _exposure(row: dict) -> Exposure:
     items = [ExposedItem(**item) for item in row.pop("items")]
     return Exposure(items=items, **row)
+
+
+def _alive(path: Path) -> bool:
+    """Whether the process that named this spill file (``exposures-TIME-PID-ID.jsonl.open``) still runs."""
+    try:
+        pid = int(path.name.split("-")[2])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True

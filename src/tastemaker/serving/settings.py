@@ -72,6 +72,8 @@ class ServerSettings(ConfigModel):
     #: ``exposure_spill_dir`` (default: ``MODELS_DIR/.exposure-spill``) and written back at the next start
     exposure_close_seconds: float = Field(default=20.0, gt=0)
     exposure_spill_dir: Path | None = None
+    #: while the store is away, at most this many exposures wait in memory; more are spilled there too
+    exposure_max_queued: int = Field(default=100_000, ge=1)
     #: lists asked for while one is computed go together in the next call, at most this many (1: one at a time)
     list_batch: int = Field(default=8, ge=1, le=64)
     #: a list request that waited this long for its turn is refused with 503 and Retry-After instead of served

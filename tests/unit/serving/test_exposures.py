@@ -6,6 +6,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tastemaker.clock import FixedClock, to_us
@@ -128,3 +129,43 @@ def test_without_a_spill_folder_a_store_away_is_retried_until_it_answers(store) 
     writer.submit(shown(1))
     writer.close()  # past close_seconds, but with nowhere to spill: retried until it lands
     assert store.counts()["exposures"] == 1
+
+
+class Outage:
+    """A real store behind a switch: writes fail while ``down``."""
+
+    def __init__(self, store) -> None:
+        self.store, self.down = store, True
+
+    def record_exposures(self, exposures):
+        if self.down:
+            raise StoreError("could not record exposures: connection refused")
+        return self.store.record_exposures(exposures)
+
+
+def test_a_long_outage_spills_past_the_bound_and_the_recovered_store_gets_everything(store, tmp_path: Path) -> None:
+    """Memory stays bounded while the store is away (past ``max_queued`` the queue goes to disk); once it answers,
+    the spilled exposures are written back in the same run and their file removed; a file left open by a process
+    that crashed is replayed too, its cut-off last line skipped."""
+    spill, spilled = tmp_path / "spill", []
+    spill.mkdir()
+    crashed = spill / "exposures-1-999999999-dead.jsonl.open"  # no such process
+    crashed.write_bytes(orjson.dumps(dataclasses.asdict(shown(500))) + b"\n" + b'{"request_id": "r5')
+    outage = Outage(store)
+    writer = ExposureWriter(outage, flush_seconds=0.01, max_batch=2, max_queued=5, spill_dir=spill,  # type: ignore[arg-type]
+                            on_spilled=spilled.append)  # fmt: skip
+    for n in range(30):
+        writer.submit(shown(n))
+        time.sleep(0.01)
+    deadline = time.monotonic() + 10
+    while sum(spilled) < 10 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sum(spilled) >= 10 and len(writer._queued) <= 30 - sum(spilled)
+    outage.down = False
+    assert writer.flush(timeout=30)
+    deadline = time.monotonic() + 30
+    while (store.counts()["exposures"] < 31 or list(spill.glob("*.jsonl"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    writer.close()
+    stored = set(store.exposures_frame()["request_id"])
+    assert stored == {f"r{n}" for n in range(30)} | {"r500"} and not list(spill.iterdir())
