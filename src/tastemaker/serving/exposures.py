@@ -159,8 +159,7 @@ class ExposureWriter:
 
     def _write(self, batch: list[Exposure]) -> None:
         total, pause, surprises = len(batch), 0.05, 0
-        if self._spilling:
-            self._spill(batch, TastemakerError("the store was away when the writer closed"))
+        if self._spilling and self._spill(batch, TastemakerError("the store was away when the writer closed")):
             batch = []
         while batch:
             try:
@@ -173,8 +172,7 @@ class ExposureWriter:
                 continue
             except TastemakerError as exc:  # the store is away: keep the batch, try again
                 closing = self._give_up_at is not None and time.monotonic() >= self._give_up_at
-                if closing and self._spill_dir is not None:
-                    self._spill(batch, exc)
+                if closing and self._spill_dir is not None and self._spill(batch, exc):
                     self._spilling = True  # the batches still queued go to the file without waiting again
                     break
                 if self._spill_dir is not None and len(self._queued) > self._max_queued:
@@ -197,30 +195,41 @@ class ExposureWriter:
             self._pending -= total
             self._done.notify_all()
 
-    def _spill(self, batch: list[Exposure], error: Exception) -> None:
-        """Append ``batch`` to this writer's spill file, flushed to disk (the store away at close, or too long)."""
-        assert self._spill_dir is not None
-        self._spill_dir.mkdir(parents=True, exist_ok=True)
-        if self._spill_file is None:
-            name = f"exposures-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl.open"
-            self._spill_file = self._spill_dir / name
-        with open(self._spill_file, "ab") as out:
-            out.write(b"".join(orjson.dumps(dataclasses.asdict(e)) + b"\n" for e in batch))
-            out.flush()
-            os.fsync(out.fileno())
+    def _spill(self, batch: list[Exposure], error: Exception) -> bool:
+        """Append ``batch`` to this writer's spill file, flushed to disk (the store away at close, or too long);
+        False if the folder cannot be written: spilling is then off, and the store is retried as without it."""
+        if self._spill_dir is None:
+            return False
+        try:
+            self._spill_dir.mkdir(parents=True, exist_ok=True)
+            if self._spill_file is None:
+                name = f"exposures-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl.open"
+                self._spill_file = self._spill_dir / name
+            with open(self._spill_file, "ab") as out:
+                out.write(b"".join(orjson.dumps(dataclasses.asdict(e)) + b"\n" for e in batch))
+                out.flush()
+                os.fsync(out.fileno())
+        except (OSError, TypeError) as exc:  # a read-only or full disk; a context orjson cannot encode
+            _log.error("cannot spill exposures to %s (%s): retrying the store instead", self._spill_dir, exc)
+            self._spill_dir, self._spilling = None, False
+            return False
         _log.error("the store is away (%s): %d exposures spilled to %s, to be written back once it answers or at "
                    "the next start", error, len(batch), self._spill_file)  # fmt: skip
         try:
             self._on_spilled(len(batch))
         except Exception:
             _log.exception("exposure callback failed")
+        return True
 
     def _spill_queued(self, error: Exception) -> None:
         """Move everything queued to the spill file (the store has been away for ``max_queued`` exposures)."""
         with self._arrived:
             moved = list(self._queued)
             self._queued.clear()
-        self._spill(moved, error)
+        if not self._spill(moved, error):
+            with self._arrived:
+                self._queued.extendleft(reversed(moved))  # back in front of what arrived meanwhile, in order
+            return
         with self._done:
             self._pending -= len(moved)
             self._done.notify_all()

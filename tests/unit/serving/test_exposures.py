@@ -169,3 +169,14 @@ def test_a_long_outage_spills_past_the_bound_and_the_recovered_store_gets_everyt
     writer.close()
     stored = set(store.exposures_frame()["request_id"])
     assert stored == {f"r{n}" for n in range(30)} | {"r500"} and not list(spill.iterdir())
+
+
+def test_a_spill_folder_that_cannot_be_written_falls_back_to_retrying_the_store(store, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    flaky = FlakyStore(store, failures=6)
+    writer = ExposureWriter(flaky, flush_seconds=0.01, close_seconds=0.01, spill_dir=blocker / "spill")  # type: ignore[arg-type]
+    for n in range(3):
+        writer.submit(shown(n))
+    writer.close()  # the spill fails (its parent is a file): the store is retried until it takes them
+    assert store.counts()["exposures"] == 3
