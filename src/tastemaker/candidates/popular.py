@@ -138,6 +138,8 @@ class PopularSource(CandidateSource):
                 break
             limit = min(len(self._pool), 4 * limit)
         positions = np.sort(np.concatenate([rest, *parts]))  # ties then go to the lower pool position, as in top_n
+        if not len(positions):  # every pool item excluded (or no pool): nothing to propose
+            return np.full(n, -1, np.int64), np.full(n, -np.inf, np.float32)
         local, best = top_n((self._pool_score[positions] * factor[only[positions]])[None, :], n)
         return np.where(local[0] >= 0, positions[np.maximum(local[0], 0)], -1), best[0]
 

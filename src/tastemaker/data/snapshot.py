@@ -75,10 +75,10 @@ def to_interactions(events: pd.DataFrame, config: SnapshotConfig) -> pd.DataFram
     counted = events["type"].isin(list(config.event_weights)).to_numpy()
     user_col = events["user_id"][counted].astype(str)
     item_col = events["item_id"][counted].astype(str)
-    value = events["value"].to_numpy(dtype=float)[counted]
+    value = events["value"][counted].to_numpy(dtype=float)  # (only counted rows converted, as before)
     weight = np.zeros(len(value))
     keep = np.zeros(len(value), dtype=bool)
-    types = events["type"].to_numpy()[counted]
+    types = events["type"][counted].to_numpy()
     for name, rule in config.event_weights.items():
         mask = types == name
         ok = mask.copy()
@@ -97,7 +97,7 @@ def to_interactions(events: pd.DataFrame, config: SnapshotConfig) -> pd.DataFram
     with_context = contexts is not None and bool(pd.notna(contexts[keep]).any())
     keep &= user_col.notna().to_numpy() & item_col.notna().to_numpy()  # (a groupby drops missing keys)
     users, items = user_col.to_numpy(object)[keep], item_col.to_numpy(object)[keep]
-    time = events["timestamp_us"].to_numpy(np.int64)[counted][keep]
+    time = events["timestamp_us"][counted].to_numpy(np.int64)[keep]
     weight, rated = weight[keep], rated[keep]
     user_code, user_ids = pd.factorize(users)
     item_code, item_ids = pd.factorize(items)

@@ -14,6 +14,7 @@ goes to the file, and the first write that lands afterwards starts its replay.""
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import os
 import threading
@@ -22,6 +23,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -54,6 +56,7 @@ class ExposureWriter:
         self._close_seconds = close_seconds
         self._on_spilled = on_spilled or (lambda n: None)
         self._spill_file: Path | None = None  # this writer's, created at its first spill
+        self._spill_handle: BinaryIO | None = None  # open and locked while it is
         self._give_up_at: float | None = None  # set by close(): past it, a store still away means spilling
         self._stop_replay = threading.Event()
         self._spilling = False
@@ -106,42 +109,63 @@ class ExposureWriter:
         writer closes (the files then wait for the next start)."""
         if self._spill_dir is None or not self._spill_dir.is_dir():
             return None
-        # finished files, and files still open in a process that is gone (it crashed while spilling); never one a
-        # live writer may still append to
+        # finished files, and open ones whose writer is gone (it crashed while spilling: its lock went with it)
         files = sorted(self._spill_dir.glob("exposures-*.jsonl"))
-        files += sorted(f for f in self._spill_dir.glob("exposures-*.jsonl.open") if not _alive(f))
+        files += sorted(self._spill_dir.glob("exposures-*.jsonl.open"))
         if not files:
             return None
         thread = threading.Thread(target=self._replay, args=(files,), name="exposure-replay", daemon=True)
+        self._replaying = thread
         thread.start()
         return thread
 
     def _replay(self, files: list[Path]) -> None:
         for path in files:
             try:
-                lines = path.read_bytes().splitlines()
+                handle = open(path, "rb")  # noqa: SIM115 - held (and locked) while the file is replayed
             except FileNotFoundError:  # another worker replayed it
                 continue
-            spilled = []
-            for line in lines:
+            with handle:
+                if path.name.endswith(".open"):
+                    try:  # a live writer holds its open file's lock: skip it
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue
                 try:
-                    spilled.append(_exposure(orjson.loads(line)))
-                except (orjson.JSONDecodeError, TypeError, KeyError):  # a line cut short by a crash mid-write
-                    _log.error("skipping an unreadable line in %s", path)
-            for start in range(0, len(spilled), self._max_batch):
-                pause = 0.05
-                while True:
-                    if self._stop_replay.is_set():
-                        return
-                    try:
-                        self._store.record_exposures(spilled[start : start + self._max_batch])
-                        break
-                    except TastemakerError as exc:
-                        _log.warning("replaying spilled exposures failed, retrying in %.2f s: %s", pause, exc)
-                        self._stop_replay.wait(pause)
-                        pause = min(pause * 2, 5.0)
-            _log.info("replayed %d spilled exposures from %s", len(spilled), path)
-            path.unlink(missing_ok=True)
+                    if not self._replay_file(path, handle.read()):
+                        return  # closing: the file waits for the next start
+                except Exception:  # a defect: the file is kept for a later start, the others still replayed
+                    _log.exception("replaying %s failed; it is kept", path)
+                    continue
+                path.unlink(missing_ok=True)
+
+    def _replay_file(self, path: Path, content: bytes) -> bool:
+        """Write one spilled file's exposures; False if the writer closed first."""
+        spilled = []
+        for line in content.splitlines():
+            try:
+                spilled.append(_exposure(orjson.loads(line)))
+            except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):  # cut short by a crash mid-write
+                _log.error("skipping an unreadable line in %s", path)
+        for start in range(0, len(spilled), self._max_batch):
+            batch, pause = spilled[start : start + self._max_batch], 0.05
+            while batch:
+                if self._stop_replay.is_set():
+                    return False
+                try:
+                    self._store.record_exposures(batch)
+                    break
+                except InvalidBatchError as exc:  # never checked by the store before it was spilled: the rest goes
+                    bad = {e.index for e in exc.errors}
+                    _log.error("dropping %d malformed spilled exposures: %s", len(bad), exc)
+                    self._on_failed(len(bad))
+                    batch = [e for i, e in enumerate(batch) if i not in bad]
+                except TastemakerError as exc:
+                    _log.warning("replaying spilled exposures failed, retrying in %.2f s: %s", pause, exc)
+                    self._stop_replay.wait(pause)
+                    pause = min(pause * 2, 5.0)
+        _log.info("replayed %d spilled exposures from %s", len(spilled), path)
+        return True
 
     def _run(self) -> None:
         """Each batch starts with the first exposure that arrives and takes what follows for up to
@@ -186,7 +210,7 @@ class ExposureWriter:
                     break
             else:
                 self._notify(len(batch))
-                if self._spill_file is not None and not self._spilling:
+                if self._spill_handle is not None and not self._spilling:
                     self._replay_spilled()
                 break
             time.sleep(pause)
@@ -197,21 +221,25 @@ class ExposureWriter:
 
     def _spill(self, batch: list[Exposure], error: Exception) -> bool:
         """Append ``batch`` to this writer's spill file, flushed to disk (the store away at close, or too long);
-        False if the folder cannot be written: spilling is then off, and the store is retried as without it."""
+        False if it cannot be written: spilling is then off, and the store is retried as without it. The file is
+        ``….jsonl.open`` and locked while this writer may append to it."""
         if self._spill_dir is None:
             return False
         try:
-            self._spill_dir.mkdir(parents=True, exist_ok=True)
-            if self._spill_file is None:
+            lines = b"".join(orjson.dumps(dataclasses.asdict(e), default=_plain) + b"\n" for e in batch)
+            if self._spill_handle is None:
+                self._spill_dir.mkdir(parents=True, exist_ok=True)
                 name = f"exposures-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl.open"
-                self._spill_file = self._spill_dir / name
-            with open(self._spill_file, "ab") as out:
-                out.write(b"".join(orjson.dumps(dataclasses.asdict(e)) + b"\n" for e in batch))
-                out.flush()
-                os.fsync(out.fileno())
-        except (OSError, TypeError) as exc:  # a read-only or full disk; a context orjson cannot encode
+                handle = open(self._spill_dir / name, "ab")  # noqa: SIM115 - kept open (and locked) between spills
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                self._spill_handle, self._spill_file = handle, self._spill_dir / name
+            self._spill_handle.write(lines)
+            self._spill_handle.flush()
+            os.fsync(self._spill_handle.fileno())
+        except (OSError, TypeError) as exc:  # a read-only or full disk, a folder removed; a value JSON cannot hold
             _log.error("cannot spill exposures to %s (%s): retrying the store instead", self._spill_dir, exc)
             self._spill_dir, self._spilling = None, False
+            self._finish_spill_file()
             return False
         _log.error("the store is away (%s): %d exposures spilled to %s, to be written back once it answers or at "
                    "the next start", error, len(batch), self._spill_file)  # fmt: skip
@@ -242,10 +270,17 @@ class ExposureWriter:
             self._replaying = self.replay()
 
     def _finish_spill_file(self) -> None:
-        """Nothing more goes to the current spill file: it becomes one that ``replay`` reads."""
-        if self._spill_file is not None:
-            self._spill_file.rename(self._spill_file.with_suffix(""))  # drops ".open"
-            self._spill_file = None
+        """Nothing more goes to the current spill file: it becomes a finished one (``….jsonl``), then unlocked."""
+        handle, path = self._spill_handle, self._spill_file
+        self._spill_handle = self._spill_file = None
+        if handle is None or path is None:
+            return
+        try:
+            path.rename(path.with_suffix(""))  # drops ".open"
+        except OSError as exc:  # removed meanwhile: an open file of a writer that is gone is replayed all the same
+            _log.error("could not finish the spill file %s: %s", path, exc)
+        finally:
+            handle.close()
 
     def _notify(self, written: int) -> None:
         try:
@@ -259,18 +294,7 @@ def _exposure(row: dict) -> Exposure:
     return Exposure(items=items, **row)
 
 
-def _alive(path: Path) -> bool:
-    """Whether the process that named this spill file (``exposures-TIME-PID-ID.jsonl.open``) still runs."""
-    try:
-        pid = int(path.name.split("-")[2])
-    except (IndexError, ValueError):
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
+def _plain(value: object) -> object:
+    """What JSON holds of a value orjson does not know (a NumPy scalar in a context): its Python value, or text."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else str(value)

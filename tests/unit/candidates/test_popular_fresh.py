@@ -216,3 +216,15 @@ def test_steering_a_few_users_of_single_category_items_reads_only_the_pools_head
             # the last place may be tied with an item left out, which either path may take
             distinct = np.concatenate([edge, differs], axis=1) & np.concatenate([differs, ~edge], axis=1)
             np.testing.assert_array_equal(got_ids[distinct], want_ids[distinct])
+
+
+def test_steering_a_user_who_has_seen_every_pool_item_proposes_nothing() -> None:
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "categories": [["x"], ["x"], ["y"]]})
+    rows = [("u", i, NOW - DAY) for i in "abc"] + [("v", "a", NOW - DAY)]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp_us"])
+    frame = frame.assign(event_id=[f"e{i}" for i in range(len(frame))], type="click", value=np.nan)
+    snap = Snapshot.from_frames(frame, items.assign(attributes=[{}] * 3), cutoff_us=NOW)
+    source = PopularSource().fit(snap)
+    user = snap.user_index(["u"])
+    ids, scores = source.candidates(user, 5, exclude=snap.matrix[user])
+    assert ids.tolist() == [[-1] * 5] and np.isneginf(scores).all()

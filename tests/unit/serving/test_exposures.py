@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import shutil
 import time
 from pathlib import Path
 
@@ -180,3 +182,39 @@ def test_a_spill_folder_that_cannot_be_written_falls_back_to_retrying_the_store(
         writer.submit(shown(n))
     writer.close()  # the spill fails (its parent is a file): the store is retried until it takes them
     assert store.counts()["exposures"] == 3
+
+
+def test_replay_skips_a_file_a_live_writer_holds_drops_malformed_exposures_and_survives_a_removed_folder(
+    store, tmp_path: Path
+) -> None:
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    good = [dataclasses.asdict(shown(n)) for n in range(3)]
+    bad = {**dataclasses.asdict(shown(9)), "user_id": ""}  # never checked by the store before it was spilled
+    (spill / "exposures-1-1-a.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in [*good, bad]))
+    live = spill / "exposures-2-2-b.jsonl.open"
+    live.write_bytes(orjson.dumps(dataclasses.asdict(shown(7))) + b"\n")
+    failed: list[int] = []
+    with open(live, "ab") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # as the writer that still appends to it holds it
+        writer = ExposureWriter(store, flush_seconds=0.01, spill_dir=spill, on_failed=failed.append)
+        writer.replay().join(30)  # type: ignore[union-attr]
+        assert set(store.exposures_frame()["request_id"]) == {"r0", "r1", "r2"} and failed == [1]
+        assert [f.name for f in spill.iterdir()] == [live.name]  # the finished file is gone, the live one kept
+    writer.replay().join(30)  # type: ignore[union-attr]  # its writer is gone: replayed
+    assert "r7" in set(store.exposures_frame()["request_id"]) and not list(spill.iterdir())
+    writer.close()
+
+    outage = Outage(store)  # a folder removed after a spill: the writer goes on
+    writer = ExposureWriter(outage, flush_seconds=0.01, max_batch=2, max_queued=3, spill_dir=spill)  # type: ignore[arg-type]
+    for n in range(20, 30):
+        writer.submit(shown(n))
+    deadline = time.monotonic() + 10
+    while not list(spill.glob("*.open")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    shutil.rmtree(spill)
+    outage.down = False
+    assert writer.flush(timeout=30) and writer._thread.is_alive()
+    writer.submit(shown(40))
+    assert writer.flush(timeout=30) and "r40" in set(store.exposures_frame()["request_id"])
+    writer.close()
