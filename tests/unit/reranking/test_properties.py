@@ -131,13 +131,15 @@ def test_the_window_cap_holds_whenever_another_item_could_take_the_slot(
     world: tuple[Catalog, Slate, Request, RerankConfig], by: str, max_items: int, window: int
 ) -> None:
     # the world's chain with two window caps in its arrange phase: the first (checked here) and one on the
-    # other attribute after it, which must keep the first; the world's pins and exploration may follow
+    # other attribute after it, which must keep the first. Without the world's pins and exploration: those place
+    # items after the caps and the ranked ones re-flow around them, which may break a cap anywhere between an
+    # item's old and new place (the module says so; found by this test in CI on 2026-11-28, with a pin and an
+    # exploration slot, the same with the window caps of 5b05561)
     cat, slate, request, config = world
     cap = WindowCapConfig(by=by, max_items=max_items, window=window, depth=100)
     other = WindowCapConfig(by="provider" if by == "category" else "category", max_items=1, window=3, depth=100)
     early = [s for s in config.stages if s.stage in ("filter", "boost", "mmr")]
-    late = [s for s in config.stages if s.stage in ("pin", "exploration")]
-    chain = Chain(RerankConfig(stages=[*early, cap, other, *late], seed=config.seed))
+    chain = Chain(RerankConfig(stages=[*early, cap, other], seed=config.seed))
     out = chain.apply(slate, request, cat)
     values = WindowCap(cap).values(out.items, cat)
     for position in range(len(out)):
