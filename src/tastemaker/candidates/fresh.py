@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from tastemaker.candidates.base import CandidateSource, UserRows, local_columns, top_n
-from tastemaker.candidates.popular import PoolCategories, category_shares, dense_rows, shares_with
+from tastemaker.candidates.popular import PoolCategories, category_shares, dense_rows
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import UNKNOWN_TIME, Snapshot
 
@@ -55,7 +55,7 @@ class FreshSource(CandidateSource):
 
     def _folded(self, users: np.ndarray) -> None:
         shares = category_shares(self, users, self._item_categories, self._categories)
-        self._shares = shares_with(self._shares, self.n_users, users, shares)
+        self._shares = self._shares.grown(self.n_users, self._shares.shape[1]).replaced(users, shares)
 
     def _items_added(self, items: np.ndarray, frame: pd.DataFrame) -> None:
         created = pd.to_numeric(frame.get("created_at_us", pd.Series(np.nan, index=frame.index)), errors="coerce")

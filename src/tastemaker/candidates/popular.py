@@ -93,7 +93,8 @@ class PopularSource(CandidateSource):
         return category_shares(self, users, self._item_categories, self._categories, self.config.preferred_weight)
 
     def _folded(self, users: np.ndarray) -> None:
-        self._shares = shares_with(self._shares, self.n_users, users, self._category_shares(users))
+        grown = self._shares.grown(self.n_users, self._shares.shape[1])
+        self._shares = grown.replaced(users, self._category_shares(users))
 
     def _steered(self, shares: np.ndarray, n: int, banned: Rows) -> tuple[np.ndarray, np.ndarray]:
         """Top ``n`` pool positions by popularity × (floor + the user's share of the item's categories)."""
@@ -261,19 +262,12 @@ def _dense_normalise(rows: np.ndarray) -> np.ndarray:
     return rows * scale.astype(np.float32)[:, None]
 
 
-def dense_rows(matrix: sp.csr_matrix | UserRows, users: np.ndarray) -> np.ndarray:
-    """``matrix[users].toarray()`` (float32) at the cost of a request, not of scipy's indexing."""
-    users = np.asarray(users, dtype=np.int64)
-    rows = matrix.take(users) if isinstance(matrix, UserRows) else take_rows(matrix, users)
+def dense_rows(matrix: UserRows, users: np.ndarray) -> np.ndarray:
+    """``matrix``'s rows of ``users`` as a dense float32 array, at the cost of a request."""
+    rows = matrix.take(np.asarray(users, dtype=np.int64))
     out = np.zeros(rows.shape, np.float32)
     out[rows.row_ids(), rows.indices] = rows.data
     return out
-
-
-def shares_with(shares: UserRows, n_users: int, users: np.ndarray, values: sp.csr_matrix) -> UserRows:
-    """``shares`` grown to ``n_users`` rows with ``users``' rows replaced by ``values`` (after a fold-in: the
-    cost of those rows, not of every user's)."""
-    return shares.grown(n_users, shares.shape[1]).replaced(np.asarray(users, dtype=np.int64), values)
 
 
 def _normalise(matrix: sp.csr_matrix) -> sp.csr_matrix:

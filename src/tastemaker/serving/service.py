@@ -209,13 +209,14 @@ class Recommender:
             try:
                 with loaded.lock:  # (items added meanwhile grow the index and the catalog together)
                     index, catalog = engine.item_index(ids), engine.catalog
-                keep = np.array([i not in blocked for i in ids], bool)
+                keep = np.ones(len(ids), bool)
                 known = index >= 0
                 for stage in stages:
                     keep[known] &= stage.allowed(index[known], ask, catalog)
                 for j in np.flatnonzero(~known).tolist():
-                    if ids[j] in consumed or not blocked_categories.isdisjoint(self.catalog.categories(ids[j])):
-                        keep[j] = False
+                    item = ids[j]
+                    in_blocked = not blocked_categories.isdisjoint(self.catalog.categories(item))
+                    keep[j] = not (item in blocked or item in consumed or in_blocked)
                 return keep
             except Exception:
                 _log.exception("the model's filters failed on a popularity list; serving it without them")

@@ -30,7 +30,8 @@ def post_items(batch: ItemBatch, server: ServerDep) -> UpsertResponse:
 
 @router.get("/items/{item_id:path}/similar", response_model=ListResponse, dependencies=[Depends(require("recommend"))])
 def similar(item_id: ItemId, server: ServerDep, k: Annotated[int, Query(ge=1)] = 10) -> ListResponse:
-    """Items like this one, by the served model (popular items of its category when no model knows it)."""
+    """Items like this one, by the served model (popular items of its category when no model knows it), through
+    the served model's filters."""
     check_k(k, server)
     found = server.recommender.similar(item_id, k)
     if found is None:

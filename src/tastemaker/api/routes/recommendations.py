@@ -59,7 +59,8 @@ def popular(
     k: Annotated[int, Query(ge=1)] = 30,
     category: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
-    """The most engaged-with available items of the last ``popularity_days`` (of ``category``)."""
+    """The most engaged-with available items of the last ``popularity_days`` (of ``category``), through the
+    served model's filters (blocked items, providers and categories, item age)."""
     check_k(k, server)
     return _json({"model_version": "popularity", "items": _items(server.recommender.popular(k, category))})
 
