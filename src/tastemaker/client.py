@@ -216,6 +216,9 @@ class Client:
         """The user's ranked list of ``k`` items; ``context`` is sent as ``context.KEY=VALUE`` parameters."""
         if isinstance(exclude, str):  # one id, not its characters
             exclude = (exclude,)
+        exclude = list(exclude)
+        if any("," in item for item in exclude):  # the server splits each value on commas
+            raise ValueError(f"ids holding a comma cannot be excluded through the query: {exclude!r}")
         params: list[tuple[str, str | int]] = [("k", k)]
         params += [("category", category)] if category is not None else []
         params += [("exclude", item) for item in exclude]

@@ -261,3 +261,12 @@ def test_an_item_id_with_a_slash_can_be_read(server: str) -> None:
         assert client.upsert_users([{"user_id": "c/d"}]).accepted == 1
         assert client.get_user("c/d")["user_id"] == "c/d"
         assert len(client.recommendations("c/d", k=5).items) == 5
+        # an id ending in a route's own segment, its slash encoded: the item or user, not the route
+        assert client.upsert_items([{"item_id": "e/similar", "title": "Tail"}]).accepted == 1
+        assert client.get_item("e/similar")["title"] == "Tail"
+        assert len(client.similar("i3", k=4).items) == 4  # the route itself still answers
+        assert client.upsert_users([{"user_id": "f/recommendations"}]).accepted == 1
+        assert client.get_user("f/recommendations")["user_id"] == "f/recommendations"
+        assert len(client.recommendations("f", k=3).items) == 3
+        with pytest.raises(ValueError, match="comma"):
+            client.recommendations("f", k=3, exclude=["a,b"])

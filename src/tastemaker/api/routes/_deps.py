@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
+from urllib.parse import unquote
 
 from fastapi import Depends, Path, Request
 
@@ -15,6 +16,13 @@ if TYPE_CHECKING:
 #: an id in a path: what the store can hold (no control characters, not blank)
 ID_PATTERN = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
 PathId = Annotated[str, Path(min_length=1, max_length=256, pattern=ID_PATTERN)]
+
+
+def encoded_tail(request: Request, tail: str) -> bool:
+    """Whether a path's last part ``/TAIL`` (a route's own segment, as in ``/v1/items/{id}/similar``) was sent
+    inside the id instead (``%2FTAIL``: the server decodes ``%2F`` before routing, the raw path tells)."""
+    raw = request.scope.get("raw_path")
+    return bool(raw) and unquote(raw.decode("latin-1").rsplit("/", 1)[-1]) != tail
 
 
 def printable(text: str) -> bool:

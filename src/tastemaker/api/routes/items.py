@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 
 from tastemaker.api.auth import require
 from tastemaker.api.errors import ApiError
-from tastemaker.api.routes._deps import PathId, ServerDep, check_batch, check_k, record_errors
+from tastemaker.api.routes._deps import PathId, ServerDep, check_batch, check_k, encoded_tail, record_errors
 from tastemaker.api.schemas import ErrorBody, ItemBatch, ItemPatch, ListResponse, UpsertResponse
 from tastemaker.clock import from_us
 
 # ``:path``: an id may hold "/" (sent as %2F, which the server decodes before routing); the similar route
-# comes first, so ".../X/similar" is X's similar list
+# comes first, so ".../X/similar" is X's similar list, while ".../X%2Fsimilar" (the raw path tells) is the item
+# "X/similar"
 router = APIRouter(prefix="/v1", tags=["items"], responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}})
 ItemId = PathId
 
@@ -29,9 +32,16 @@ def post_items(batch: ItemBatch, server: ServerDep) -> UpsertResponse:
 
 
 @router.get("/items/{item_id:path}/similar", response_model=ListResponse, dependencies=[Depends(require("recommend"))])
-def similar(item_id: ItemId, server: ServerDep, k: Annotated[int, Query(ge=1)] = 10) -> ListResponse:
+def similar(
+    request: Request, item_id: ItemId, server: ServerDep, k: Annotated[int, Query(ge=1)] = 10
+) -> ListResponse | Response:
     """Items like this one, by the served model (popular items of its category when no model knows it), through
     the served model's filters."""
+    if encoded_tail(request, "similar"):  # ".../X%2Fsimilar": the item "X/similar"
+        whole = f"{item_id}/similar"
+        if len(whole) > 256:
+            raise ApiError.invalid("item_id", "at most 256 characters")
+        return JSONResponse(jsonable_encoder(_public(_one(server, whole))))
     check_k(k, server)
     found = server.recommender.similar(item_id, k)
     if found is None:

@@ -8,10 +8,14 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from tastemaker.api.auth import require
 from tastemaker.api.errors import ApiError
-from tastemaker.api.routes._deps import PathId, ServerDep, check_k, printable
+from tastemaker.api.routes._deps import PathId, ServerDep, check_k, encoded_tail, printable
+from tastemaker.api.routes.users import get_user
 from tastemaker.api.schemas import ErrorBody, ListResponse, RecommendationItem, RecommendationsResponse
 from tastemaker.serving.service import ListItem, ListRequest, context_value
 
@@ -21,7 +25,7 @@ router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[Depends
                                     "waited over list_wait_seconds for its turn) or the store is unavailable; "
                                     "retry after Retry-After"}})  # fmt: skip
 _CONTEXT = "context."
-_EXCLUDE = "item ids never to show, repeated or comma-separated"
+_EXCLUDE = "item ids never to show, repeated or comma-separated (so an id holding a comma cannot be excluded here)"
 _ITEM_FIELDS = tuple(RecommendationItem.model_fields)  # what the documented item carries, in its order
 
 
@@ -37,6 +41,11 @@ async def recommendations(
     """The user's ranked list. Users in the holdout (``variant = control``) get popularity through the same
     filters. Context goes in ``context.KEY=VALUE`` parameters (``context.device=mobile``; numeric keys the
     model declared). Each item carries its propensity; the response is written to the exposure log."""
+    if encoded_tail(request, "recommendations"):  # ".../X%2Frecommendations": the user "X/recommendations"
+        whole = f"{user_id}/recommendations"
+        if len(whole) > 256:
+            raise ApiError.invalid("user_id", "at most 256 characters")
+        return JSONResponse(jsonable_encoder(await run_in_threadpool(get_user, whole, server)))
     check_k(k, server)
     limits = server.settings.limits
     excluded = tuple(x for value in exclude or () for x in value.split(",") if x)
