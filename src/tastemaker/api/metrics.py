@@ -3,13 +3,17 @@
 Several workers (``tastemaker serve --workers N``) count together: the CLI gives them one fresh
 ``PROMETHEUS_MULTIPROC_DIR`` (or the one set in the environment), each worker's metrics live in files there,
 and whichever worker answers ``/metrics`` reports the sum over all of them (the served model: the gauge's
-largest value over the live workers, so a version any of them serves reads 1).
+largest value over the live workers, so a version any of them serves reads 1). A worker that died without
+closing (killed; the server starts another) leaves its live gauges behind: a scrape drops those of processes
+that no longer exist.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
@@ -64,6 +68,7 @@ class Metrics:
         """The Prometheus text: this process's metrics, or every worker's summed when they count together."""
         if not self.shared:
             return generate_latest(self.registry)
+        _forget_dead_workers(os.environ.get(MULTIPROCESS_ENV, ""))
         everyone = CollectorRegistry()
         multiprocess.MultiProcessCollector(everyone)
         return generate_latest(everyone)
@@ -72,3 +77,23 @@ class Metrics:
         """This process stops serving: its live gauges leave the shared files (its counts stay)."""
         if self.shared:
             multiprocess.mark_process_dead(os.getpid())
+
+
+def _forget_dead_workers(folder: str) -> None:
+    """The live gauges of processes that are gone (killed before :meth:`Metrics.close`) leave ``folder``."""
+    if not folder:
+        return
+    for file in Path(folder).glob("gauge_live*_*.db"):
+        found = re.search(r"_(\d+)\.db$", file.name)
+        if found and not _alive(int(found.group(1))):
+            multiprocess.mark_process_dead(int(found.group(1)), folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
