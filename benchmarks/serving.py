@@ -463,7 +463,7 @@ def over_http(db: str, models_dir: str, user_ids: list[str], workers: int, args:
         }  # fmt: skip
         # the low rate first: a server that cannot keep up with the target rate is still working through
         # abandoned requests long after the load ends
-        for rate in [*([args.low_rate] if args.low_rate else []), args.rate]:
+        for rate in [*([args.low_rate] if args.low_rate else []), *sorted(args.sweep), args.rate]:
             result[f"open_loop_{rate:g}"] = _open_loop_run(server, paths[: int(rate * args.seconds)], rate, args)
     return result
 
@@ -552,6 +552,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the HTTP load")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="server processes, one run each")
     parser.add_argument("--low-rate", type=float, default=20.0, help="also this rate (0: not)")
+    parser.add_argument("--sweep", type=float, nargs="*", default=[],
+                        help="also these rates (requests/s), between the low rate and the target one: p99 by load")
     parser.add_argument("--timeout", type=float, default=10.0, help="an HTTP request unanswered by then is an error")
     parser.add_argument("--capacity-seconds", type=float, default=20.0, help="length of the closed-loop run")
     parser.add_argument("--refresh-seconds", type=float, nargs="*", default=[],
