@@ -24,6 +24,7 @@ does not count them twice.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from tastemaker.data.snapshot import Snapshot, SnapshotConfig, positions, to_interactions
+from tastemaker.data.snapshot import Snapshot, SnapshotConfig, pair_arrays, positions, to_interactions
 from tastemaker.errors import DataFormatError, NotFittedError
 
 __all__ = [
@@ -173,7 +174,51 @@ class History:
         """
         config = config or SnapshotConfig()
         pairs = to_interactions(events, config) if len(events) else None
+        attributes: dict[str, dict[str, Any]] = {}
+        if users is not None and "attributes" in users:
+            for uid, attrs in zip(users["user_id"].astype(str), users["attributes"], strict=True):
+                attributes[uid] = attrs if isinstance(attrs, dict) else {}
         known = [] if users is None or users.empty else users["user_id"].astype(str).tolist()
+        columns = None if pairs is None else {name: pairs[name].to_numpy() for name in
+                                              ("user_id", "item_id", "weight", "last_timestamp_us")}  # fmt: skip
+        return cls._of_pairs(columns, item_ids, known, attributes)
+
+    @classmethod
+    def of_events(
+        cls,
+        user_ids: np.ndarray,
+        events: Sequence[Any],
+        item_ids: pd.Index,
+        *,
+        config: SnapshotConfig | None = None,
+        attributes: Mapping[str, dict[str, Any]] | None = None,
+    ) -> History:
+        """:meth:`from_events` for the request path: ``events[i]`` (a store's ``UserEvents``: parallel arrays
+        of event ids, item ids, types, values and times) are ``user_ids[i]``'s, and no frame is built (folding
+        one new event in costs what the arrays cost). Every user gets a row; ``attributes`` by user id."""
+        config = config or SnapshotConfig()
+        lengths = [len(e) for e in events]
+        columns = None
+        if sum(lengths):
+            pairs = pair_arrays(
+                np.repeat(np.asarray(user_ids, dtype=object), lengths),
+                np.concatenate([e.item_id for e in events]).astype(object),
+                np.concatenate([e.type for e in events]).astype(object),
+                np.concatenate([e.value for e in events]).astype(np.float64),
+                np.concatenate([e.timestamp_us for e in events]).astype(np.int64),
+                config,
+            )  # fmt: skip
+            columns = {name: pairs[name] for name in ("user_id", "item_id", "weight", "last_timestamp_us")}
+        return cls._of_pairs(columns, item_ids, [str(u) for u in user_ids], dict(attributes or {}))
+
+    @classmethod
+    def _of_pairs(
+        cls,
+        pairs: dict[str, np.ndarray] | None,
+        item_ids: pd.Index,
+        known: list[str],
+        attributes: dict[str, dict[str, Any]],
+    ) -> History:
         seen = [] if pairs is None else pairs["user_id"].tolist()
         user_ids = pd.Index(list(dict.fromkeys([*seen, *known])), dtype=object)
         shape = (len(user_ids), len(item_ids))
@@ -182,14 +227,10 @@ class History:
             last = sp.csr_matrix(shape, dtype=np.float64)
         else:
             cols = item_ids.get_indexer(pairs["item_id"])
-            pairs = pairs[cols >= 0]
-            rows, cols = user_ids.get_indexer(pairs["user_id"]), cols[cols >= 0]
-            matrix = sp.csr_matrix((pairs["weight"].to_numpy(np.float32), (rows, cols)), shape=shape)
-            last = sp.csr_matrix((pairs["last_timestamp_us"].to_numpy(np.float64), (rows, cols)), shape=shape)
-        attributes: dict[str, dict[str, Any]] = {}
-        if users is not None and "attributes" in users:
-            for uid, attrs in zip(users["user_id"].astype(str), users["attributes"], strict=True):
-                attributes[uid] = attrs if isinstance(attrs, dict) else {}
+            ok = cols >= 0
+            rows, cols = user_ids.get_indexer(pairs["user_id"][ok]), cols[ok]
+            matrix = sp.csr_matrix((pairs["weight"][ok].astype(np.float32), (rows, cols)), shape=shape)
+            last = sp.csr_matrix((pairs["last_timestamp_us"][ok].astype(np.float64), (rows, cols)), shape=shape)
         return cls(user_ids, item_ids, matrix, last, tuple(attributes.get(u, {}) for u in user_ids))
 
     def __post_init__(self) -> None:

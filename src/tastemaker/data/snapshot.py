@@ -75,10 +75,41 @@ def to_interactions(events: pd.DataFrame, config: SnapshotConfig) -> pd.DataFram
     counted = events["type"].isin(list(config.event_weights)).to_numpy()
     user_col = events["user_id"][counted].astype(str)
     item_col = events["item_id"][counted].astype(str)
-    value = events["value"][counted].to_numpy(dtype=float)  # (only counted rows converted, as before)
+    out = pair_arrays(
+        user_col.to_numpy(object), item_col.to_numpy(object), events["type"][counted].to_numpy(),
+        events["value"][counted].to_numpy(dtype=float),  # (only counted rows converted, as before)
+        events["timestamp_us"][counted].to_numpy(np.int64), config,
+        contexts=events["context"].to_numpy(object)[counted] if "context" in events else None,
+        present=user_col.notna().to_numpy() & item_col.notna().to_numpy(),  # (a groupby drops missing keys)
+    )  # fmt: skip
+    out["user_id"] = pd.array(out["user_id"], dtype=user_col.dtype)
+    out["item_id"] = pd.array(out["item_id"], dtype=item_col.dtype)
+    return pd.DataFrame(out)
+
+
+def pair_arrays(
+    users: np.ndarray,
+    items: np.ndarray,
+    types: np.ndarray,
+    value: np.ndarray,
+    time: np.ndarray,
+    config: SnapshotConfig,
+    *,
+    contexts: np.ndarray | None = None,
+    present: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`to_interactions` on parallel arrays of events (ids as object arrays of strings, types, values
+    with NaN where none, µs times, optional contexts; ``present``: rows whose ids exist), without a frame:
+    the columns as arrays, ``user_id`` and ``item_id`` object arrays. Events of types ``config`` does not
+    weigh are skipped."""
+    names = set(config.event_weights)
+    counted = np.fromiter((t in names for t in types.tolist()), bool, len(types))
+    if not counted.all():
+        users, items, types, value, time = users[counted], items[counted], types[counted], value[counted], time[counted]
+        contexts = None if contexts is None else contexts[counted]
+        present = None if present is None else present[counted]
     weight = np.zeros(len(value))
     keep = np.zeros(len(value), dtype=bool)
-    types = events["type"][counted].to_numpy()
     for name, rule in config.event_weights.items():
         mask = types == name
         ok = mask.copy()
@@ -93,11 +124,11 @@ def to_interactions(events: pd.DataFrame, config: SnapshotConfig) -> pd.DataFram
     # one group per (user, item) pair, numbered in the order of its first row; aggregated with array operations
     # (a pandas groupby costs ~15 ms a call however few the events: the cost of folding one new event in)
     # a context column whenever a counted event has a context (where and how the pair began: device, keys)
-    contexts = events["context"].to_numpy(object)[counted] if "context" in events else None
     with_context = contexts is not None and bool(pd.notna(contexts[keep]).any())
-    keep &= user_col.notna().to_numpy() & item_col.notna().to_numpy()  # (a groupby drops missing keys)
-    users, items = user_col.to_numpy(object)[keep], item_col.to_numpy(object)[keep]
-    time = events["timestamp_us"][counted].to_numpy(np.int64)[keep]
+    if present is not None:
+        keep &= present
+    users, items = users[keep], items[keep]
+    time = time[keep]
     weight, rated = weight[keep], rated[keep]
     user_code, user_ids = pd.factorize(users)
     item_code, item_ids = pd.factorize(items)
@@ -111,8 +142,8 @@ def to_interactions(events: pd.DataFrame, config: SnapshotConfig) -> pd.DataFram
     total = reduce.reduceat(weight[order], starts) if n else np.zeros(0)
     sorted_time = time[order]
     out = {
-        "user_id": pd.array(user_ids[user_code[order[starts]]] if n else [], dtype=user_col.dtype),
-        "item_id": pd.array(item_ids[item_code[order[starts]]] if n else [], dtype=item_col.dtype),
+        "user_id": np.asarray(user_ids, dtype=object)[user_code[order[starts]]] if n else np.zeros(0, object),
+        "item_id": np.asarray(item_ids, dtype=object)[item_code[order[starts]]] if n else np.zeros(0, object),
         "weight": total.astype(np.float64),
         "rating": _last_present(rated[order], group[order], n),
         "timestamp_us": sorted_time[starts] if n else np.zeros(0, np.int64),
@@ -121,14 +152,14 @@ def to_interactions(events: pd.DataFrame, config: SnapshotConfig) -> pd.DataFram
     }
     if with_context:
         context = contexts[keep][order]  # type: ignore[index]
-        present = np.array([c is not None and c == c and bool(c) and c != "{}" for c in context.tolist()], bool)
+        shown = np.array([c is not None and c == c and bool(c) and c != "{}" for c in context.tolist()], bool)
         first = np.full(n, -1, np.int64)
-        at = np.flatnonzero(present)
+        at = np.flatnonzero(shown)
         in_group = group[order][at]
         earliest = np.r_[True, in_group[1:] != in_group[:-1]] if len(at) else np.zeros(0, bool)
         first[in_group[earliest]] = at[earliest]
         out["context"] = np.array([context[i] if i >= 0 else None for i in first.tolist()], dtype=object)
-    return pd.DataFrame(out)
+    return out
 
 
 def _last_present(values: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:

@@ -287,7 +287,7 @@ class Recommender:
         engine = loaded.engine
         end = loaded.trained_until_us
         marks: dict[str, tuple[int, str]] = {}
-        frames = []
+        recents: dict[str, UserEvents] = {}
         for request, events, is_known in zip(requests, histories, known, strict=True):
             after = events.timestamp_us >= end
             if is_known and not after.any():  # the common case
@@ -299,15 +299,14 @@ class Recommender:
             if request.user_id in marks:  # the same user twice in one batch: their events count once
                 continue
             marks[request.user_id] = mark
-            frames.append(recent.frame(request.user_id))
+            recents[request.user_id] = recent
         if not marks:
             return False
         stored = {u["user_id"]: u.get("attributes") or {} for u in self.store.get_users(list(marks))}
         changed = [u for u, mark in marks.items() if mark != (0, "") or stored.get(u)]
         if changed:
-            users = pd.DataFrame({"user_id": changed, "attributes": [stored.get(u, {}) for u in changed]})
-            history = History.from_events(pd.concat(frames, ignore_index=True), engine.item_ids,
-                                          config=engine.snapshot.config, users=users)  # fmt: skip
+            history = History.of_events(np.array(changed, dtype=object), [recents[u] for u in changed],
+                                        engine.item_ids, config=engine.snapshot.config, attributes=stored)  # fmt: skip
             engine.fold_in(history)
         loaded.folded.update({u: marks[u] for u in changed})  # only once folded: a failure is retried next time
         return bool(changed)
@@ -318,9 +317,8 @@ class Recommender:
         if (rows < 0).any():
             anonymous = engine.user_index([_ANONYMOUS])[0]
             if anonymous < 0:
-                nobody = pd.DataFrame({"user_id": [_ANONYMOUS]})
-                engine.fold_in(History.from_events(EMPTY_EVENTS.frame(_ANONYMOUS), engine.item_ids,
-                                                   config=engine.snapshot.config, users=nobody))  # fmt: skip
+                engine.fold_in(History.of_events(np.array([_ANONYMOUS], dtype=object), [EMPTY_EVENTS], engine.item_ids,
+                                                 config=engine.snapshot.config))  # fmt: skip
                 anonymous = engine.user_index([_ANONYMOUS])[0]
             rows = np.where(rows < 0, anonymous, rows)
         return rows

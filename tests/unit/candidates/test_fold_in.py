@@ -191,3 +191,32 @@ def test_a_source_pickled_with_plain_user_matrices_loads_and_folds_in() -> None:
         s.fold_in(later)
     assert restored.user_items(restored.user_index(["u0", "new"])).toarray().tolist() == source.user_items(
         source.user_index(["u0", "new"])).toarray().tolist()  # fmt: skip
+
+
+def test_a_history_from_event_arrays_equals_the_one_from_a_frame() -> None:
+    """The request path's ``History.of_events`` (no frame) and ``from_events`` give the same history."""
+    from tastemaker.store.base import EMPTY_EVENTS, UserEvents
+
+    rng = np.random.default_rng(4)
+    item_ids = pd.Index([f"i{n}" for n in range(30)], dtype=object)
+    types = ["click", "view", "rating", "purchase", "skipped"]  # (the default config does not weigh "skipped")
+    for _ in range(30):
+        users = [f"u{n}" for n in range(int(rng.integers(1, 5)))]
+        per_user = []
+        for _user in users:
+            n = int(rng.integers(0, 8))
+            kinds = rng.choice(types, n)
+            per_user.append(UserEvents.of_rows([
+                (f"e{rng.integers(1e9)}", f"i{rng.integers(0, 34)}", str(kind),  # some items unknown
+                 float(rng.integers(1, 6)) if kind == "rating" else None, int(rng.integers(0, 5) * DAY))
+                for kind in kinds
+            ]) if n else EMPTY_EVENTS)  # fmt: skip
+        attributes = {users[0]: {"preferred_categories": ["x"]}}
+        arrays = History.of_events(np.array(users, dtype=object), per_user, item_ids, attributes=attributes)
+        frame = pd.concat([e.frame(u) for u, e in zip(users, per_user, strict=True)], ignore_index=True)
+        known = pd.DataFrame({"user_id": users, "attributes": [attributes.get(u, {}) for u in users]})
+        framed = History.from_events(frame, item_ids, users=known)
+        assert list(arrays.user_ids) == list(framed.user_ids)
+        assert arrays.attributes == framed.attributes
+        for mine, theirs in ((arrays.matrix, framed.matrix), (arrays.last_us, framed.last_us)):
+            assert mine.dtype == theirs.dtype and (mine != theirs).nnz == 0
