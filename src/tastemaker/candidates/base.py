@@ -226,9 +226,10 @@ class History:
             matrix = sp.csr_matrix(shape, dtype=np.float32)
             last = sp.csr_matrix(shape, dtype=np.float64)
         else:
-            cols = item_ids.get_indexer(pairs["item_id"])
+            cols = positions(item_ids, pairs["item_id"].tolist())  # (a request's few ids: one by one)
             ok = cols >= 0
-            rows, cols = user_ids.get_indexer(pairs["user_id"][ok]), cols[ok]
+            row_of = {u: row for row, u in enumerate(user_ids)}
+            rows, cols = np.array([row_of[u] for u in pairs["user_id"][ok].tolist()], np.int64), cols[ok]
             matrix = sp.csr_matrix((pairs["weight"][ok].astype(np.float32), (rows, cols)), shape=shape)
             last = sp.csr_matrix((pairs["last_timestamp_us"][ok].astype(np.float64), (rows, cols)), shape=shape)
         return cls(user_ids, item_ids, matrix, last, tuple(attributes.get(u, {}) for u in user_ids))
