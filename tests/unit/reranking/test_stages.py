@@ -405,3 +405,19 @@ def test_window_caps_fill_each_position_as_defined() -> None:
         got = keep_caps(slate, request, cat)
         k = min(request.k, len(slate))
         assert got.items[:k].tolist() == _caps_by_definition(slate, request, cat)[:k], case
+
+
+def test_the_window_caps_catalog_values_leave_the_garbage_collectors_sight() -> None:
+    """One entry per catalog item, read by every request: held in containers the collector stops tracking,
+    so a full collection does not walk a large catalog's worth of them in the middle of requests."""
+    import gc
+
+    from tastemaker.reranking.diversity import _catalog_values
+
+    cat = catalog(200, providers=5)
+    for by in ("category", "provider"):
+        values, n = _catalog_values(by, cat)
+        assert len(values) == 200 and n >= 1
+        gc.collect()
+        gc.collect()  # (the outer tuple is untracked once a pass has seen its items untracked)
+        assert not gc.is_tracked(values) and not any(gc.is_tracked(v) for v in values)
