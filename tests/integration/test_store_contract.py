@@ -422,6 +422,12 @@ def test_shown_items_and_engagements_are_the_exposure_logs_reads(store, clock: F
     assert shown.values.tolist() == [["r1", "u1", "m1", at], ["r1", "u1", "m2", at], ["r2", "u2", "m3", at + 5]]
     assert len(store.shown_items(since_us=at, until_us=at + 10)) == 4
     assert store.shown_items(since_us=at + 1, until_us=at + 5, variant="personalized").empty
+    # a page of several slates, items recorded out of order: read by slate, then position (numerically)
+    page = [ExposedItem(p, f"s{s}p{p}", 0.1, "als", 1.0, slate=s) for p in (10, 2, 0, 11, 1) for s in ("b", "a", "")]
+    store.record_exposures([Exposure("r3", "u3", "personalized", at + 7, page)])
+    read = store.shown_items(since_us=at + 6, until_us=at + 8)
+    assert read["item_id"].tolist() == [f"s{s}p{p}" for s in ("", "a", "b") for p in (0, 1, 2, 10, 11)]
+    assert set(read["request_id"]) == {"r3"} and set(read["timestamp_us"]) == {at + 7}
     clicks = [{"event_id": f"k{i}", "user_id": "u1", "item_id": "m2", "type": t, "timestamp": f"2026-11-26T12:0{i}:00Z",
                "request_id": "r1"} for i, t in enumerate(["view", "click", "click"])]  # fmt: skip
     store.ingest_events(clicks)

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
 from sqlalchemy import Connection, Engine, Table, func, or_, select
@@ -346,18 +347,35 @@ class SqlStore(Store):
     def shown_items(self, *, since_us: int, until_us: int, variant: str | None = None) -> pd.DataFrame:
         # a plain statement on a driver connection, fetched at once: the exposure log reads every row shown since
         # its last refresh (tens of thousands at a few hundred lists a second), and SQLAlchemy's row-by-row
-        # fetch costs several times the query, with the interpreter lock held against the requests being served
+        # fetch costs several times the query, with the interpreter lock held against the requests being served.
+        # One row per exposure, its items joined by a unit separator (ids hold no control characters) in slate
+        # and position order: a driver row per shown item cost ~30x the tuples (51 ms of the lock held for 33k
+        # items, then 26 ms for pandas to convert them)
         m = self._mark
+        if self._dialect == "postgresql":
+            joined = ("SELECT string_agg(i.item_id, chr(31) ORDER BY i.slate, i.position) FROM exposure_items i "
+                      "WHERE i.request_id = e.request_id")  # fmt: skip
+        else:  # (SQLite before 3.44 has no ORDER BY inside an aggregate: it concatenates in its input's order)
+            joined = ("SELECT group_concat(item_id, char(31)) FROM (SELECT i.item_id FROM exposure_items i "
+                      "WHERE i.request_id = e.request_id ORDER BY i.slate, i.position)")  # fmt: skip
         sql = (
-            "SELECT e.request_id, e.user_id, i.item_id, e.timestamp_us FROM exposures e "
-            "JOIN exposure_items i ON i.request_id = e.request_id "
+            f"SELECT e.request_id, e.user_id, e.timestamp_us, ({joined}) FROM exposures e "
             f"WHERE e.timestamp_us >= {m} AND e.timestamp_us < {m}"
             + (f" AND e.variant = {m}" if variant is not None else "")
-            + " ORDER BY e.timestamp_us, e.request_id, i.slate, i.position"
+            + " ORDER BY e.timestamp_us, e.request_id"
         )
         params = (since_us, until_us, *([variant] if variant is not None else []))
-        rows = self._driver_read("read shown items", sql, params)
-        return pd.DataFrame(rows, columns=["request_id", "user_id", "item_id", "timestamp_us"])
+        rows = [row for row in self._driver_read("read shown items", sql, params) if row[3]]
+        shown = [row[3].split("\x1f") for row in rows]
+        counts = [len(found) for found in shown]
+        columns = {
+            "request_id": np.repeat(np.array([row[0] for row in rows], dtype=object), counts),
+            "user_id": np.repeat(np.array([row[1] for row in rows], dtype=object), counts),
+            "item_id": np.array([item for found in shown for item in found], dtype=object),
+            "timestamp_us": np.repeat(np.array([row[2] for row in rows], dtype=np.int64), counts),
+        }
+        # object columns as given (pandas would otherwise convert every id to its string type)
+        return pd.DataFrame({name: pd.Series(values, dtype=values.dtype) for name, values in columns.items()})
 
     def engagements(
         self,
