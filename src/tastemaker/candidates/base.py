@@ -228,8 +228,13 @@ class History:
         else:
             cols = positions(item_ids, pairs["item_id"].tolist())  # (a request's few ids: one by one)
             ok = cols >= 0
-            row_of = {u: row for row, u in enumerate(user_ids)}
-            rows, cols = np.array([row_of[u] for u in pairs["user_id"][ok].tolist()], np.int64), cols[ok]
+            users = pairs["user_id"][ok]
+            if len(users) <= 256:  # a request's few: a dict (pandas' lookup converts the ids first)
+                row_of = {u: row for row, u in enumerate(user_ids)}
+                rows = np.array([row_of[u] for u in users.tolist()], np.int64)
+            else:
+                rows = user_ids.get_indexer(pd.Index(users, dtype=object))
+            cols = cols[ok]
             matrix = sp.csr_matrix((pairs["weight"][ok].astype(np.float32), (rows, cols)), shape=shape)
             last = sp.csr_matrix((pairs["last_timestamp_us"][ok].astype(np.float64), (rows, cols)), shape=shape)
         return cls(user_ids, item_ids, matrix, last, tuple(attributes.get(u, {}) for u in user_ids))

@@ -200,8 +200,8 @@ def test_a_history_from_event_arrays_equals_the_one_from_a_frame() -> None:
     rng = np.random.default_rng(4)
     item_ids = pd.Index([f"i{n}" for n in range(30)], dtype=object)
     types = ["click", "view", "rating", "purchase", "skipped"]  # (the default config does not weigh "skipped")
-    for _ in range(30):
-        users = [f"u{n}" for n in range(int(rng.integers(1, 5)))]
+    for size in [*rng.integers(1, 5, 30).tolist(), 300]:  # (300 users: past the few looked up one by one)
+        users = [f"u{n}" for n in range(size)]
         per_user = []
         for _user in users:
             n = int(rng.integers(0, 8))
