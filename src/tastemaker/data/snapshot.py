@@ -101,13 +101,7 @@ def pair_arrays(
     """:func:`to_interactions` on parallel arrays of events (ids as object arrays of strings, types, values
     with NaN where none, µs times, optional contexts; ``present``: rows whose ids exist), without a frame:
     the columns as arrays, ``user_id`` and ``item_id`` object arrays. Events of types ``config`` does not
-    weigh are skipped."""
-    names = set(config.event_weights)
-    counted = np.fromiter((t in names for t in types.tolist()), bool, len(types))
-    if not counted.all():
-        users, items, types, value, time = users[counted], items[counted], types[counted], value[counted], time[counted]
-        contexts = None if contexts is None else contexts[counted]
-        present = None if present is None else present[counted]
+    weigh are dropped (no rule keeps them)."""
     weight = np.zeros(len(value))
     keep = np.zeros(len(value), dtype=bool)
     for name, rule in config.event_weights.items():
