@@ -438,25 +438,28 @@ async def closed_loop(port: int, paths: list[str], clients: int, seconds: float)
 
 
 def over_http(db: str, models_dir: str, user_ids: list[str], workers: int, args: argparse.Namespace, log: Path,
-              refresh_seconds: float | None = None) -> dict[str, Any]:  # fmt: skip
-    """One server (``workers`` processes; the default settings, or the refresher every ``refresh_seconds``):
-    its throughput closed-loop, then the open-loop load at ``args.low_rate`` and at ``args.rate``."""
+              settings: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One server (``workers`` processes; the default settings, or these ``[server]`` ones): its throughput
+    closed-loop, then the open-loop load at ``args.low_rate``, the sweep's rates and ``args.rate``."""
     rng = np.random.default_rng(7 + workers)
     users = rng.choice(np.array(user_ids, dtype=object), int(args.rate * args.seconds))
     paths = [f"/v1/users/{u}/recommendations?k=30&context.device=mobile" for u in users]
+    settings = settings or {}
     config = None
-    if refresh_seconds is not None:
+    if settings:
         config = log.with_suffix(".toml")
-        config.write_text(f"[server]\nrefresh_seconds = {refresh_seconds}\n")
+        config.write_text("[server]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+    defaults = ServerSettings()
     with Server(db, models_dir, workers, log, config) as server:
         ready_s = server.wait()
         ready = httpx.get(f"{server.base}/readyz", timeout=60).json()
         assert ready["model_version"], ready
         done, seconds = asyncio.run(closed_loop(server.port, paths[::-1], 4 * workers, args.capacity_seconds))
         result = {
-            "workers": workers, "refresh_seconds": refresh_seconds or ServerSettings().refresh_seconds,
+            "workers": workers, "refresh_seconds": settings.get("refresh_seconds", defaults.refresh_seconds),
+            "rebalance_pending": settings.get("rebalance_pending", defaults.rebalance_pending),
             "server_start_seconds": round(ready_s, 1), "load_average_before": os.getloadavg()[0],
-            "control_share": round(float((assign(list(users), ServerSettings().holdout) != PERSONALIZED).mean()), 4),
+            "control_share": round(float((assign(list(users), defaults.holdout) != PERSONALIZED).mean()), 4),
             "closed_loop": {"clients": 4 * workers, "seconds": args.capacity_seconds,
                             "requests_per_second": round(len(done) / seconds, 1),
                             "p50_ms": ms(done * 1e3, 50), "p99_ms": ms(done * 1e3, 99)},
@@ -558,6 +561,9 @@ def main() -> None:
     parser.add_argument("--capacity-seconds", type=float, default=20.0, help="length of the closed-loop run")
     parser.add_argument("--refresh-seconds", type=float, nargs="*", default=[],
                         help="also run the HTTP load with the refresher this slow (the default is 10 s)")  # fmt: skip
+    parser.add_argument("--rebalance-pending", type=int, nargs="*", default=[],
+                        help="also run the HTTP load with these rebalance_pending settings (0: keep-alive "
+                        "connections are never closed to rebalance; the default is 1)")  # fmt: skip
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--senders", type=int, nargs="+", default=[1, 2], help="concurrent senders, one run each")
@@ -582,11 +588,13 @@ def main() -> None:
                 print("in-process:", results["in_process"])
             if "http" in args.parts:
                 results["http"] = []
-                for refresh in [None, *args.refresh_seconds]:
+                variants = [{}, *({"refresh_seconds": r} for r in args.refresh_seconds),
+                            *({"rebalance_pending": n} for n in args.rebalance_pending)]  # fmt: skip
+                for settings in variants:
                     for workers in args.workers:
-                        name = f"http-{workers}-{refresh or 'default'}"
+                        name = "-".join(["http", str(workers), *(f"{k}{v}" for k, v in settings.items())])
                         one = over_http(copy_of(db, name), models, user_ids, workers, args, root / f"{name}.log",
-                                        refresh)  # fmt: skip
+                                        settings)  # fmt: skip
                         results["http"].append(one)
                         print("http:", one)
         if "ingest" in args.parts:

@@ -45,6 +45,9 @@ class Metrics:
         self.refused = Counter("tastemaker_lists_refused", "List requests not computed: 'overloaded' (waited over "
                                "list_wait_seconds, answered 503) or 'abandoned' (the caller gave up)", ["reason"],
                                registry=self.registry)  # fmt: skip
+        self.rebalanced = Counter("tastemaker_lists_rebalanced", "List responses that asked their client to "
+                                  "reconnect (Connection: close): the worker had rebalance_pending other lists "
+                                  "pending", registry=self.registry)  # fmt: skip
         self.model = Gauge("tastemaker_model_info", "The model served (1 for the served version)", ["version"],
                            registry=self.registry, multiprocess_mode="livemax")  # fmt: skip
         self._version: str | None = None

@@ -308,7 +308,8 @@ def serve(
     models_dir: Annotated[Path | None, typer.Option("--models-dir", envvar="TASTEMAKER_MODELS")] = None,
     host: Annotated[str, typer.Option(help="Listen address; other than 127.0.0.1 needs API keys.")] = "127.0.0.1",
     port: int = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes (each loads the model).")] = 1,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Worker processes (each loads the model; default: the config's workers, else 1).")] = None,
     config: Annotated[Path | None, typer.Option(help="A TOML file with a [server] table.")] = None,
     log_level: str = "info",
 ) -> None:
@@ -324,8 +325,9 @@ def serve(
     from tastemaker.serving.settings import ServerSettings
 
     with _errors():
-        settings = ServerSettings.load(config, db=db, models_dir=models_dir)
+        settings = ServerSettings.load(config, db=db, models_dir=models_dir, workers=workers)
         check_bind(settings, host)
+    workers = settings.workers
     err.print(f"serving {settings.db} · models {settings.models_dir} · http://{host}:{port} · {workers} worker(s)"
               + ("" if settings.api_keys else " · no API keys: every route is open on 127.0.0.1"))  # fmt: skip
     if workers == 1:

@@ -54,6 +54,7 @@ class ListBatcher:
         self.sizes: dict[int, int] = {}
         #: requests refused for waiting too long, and dropped because their caller gave up
         self.shed = self.abandoned = 0
+        self._pending = 0  # submitted and not yet answered (queued, or in the batch being computed)
         self._on_refused = on_refused or (lambda reason: None)
         self._thread = threading.Thread(target=self._run, name="list-batcher", daemon=True)
         self._thread.start()
@@ -68,8 +69,20 @@ class ListBatcher:
             if self._closed:
                 raise TastemakerError("the list batcher is closed")
             self._queued.append((request, done, time.monotonic()))
+            self._pending += 1
             self._arrived.notify()
+        done.add_done_callback(self._answered)  # (answered, refused or cancelled: no longer pending)
         return done
+
+    @property
+    def pending(self) -> int:
+        """Lists submitted and not answered yet: queued, or in the batch being computed. A request's own list
+        stops counting once its future is done, so a route reading this after its answer sees the others."""
+        return self._pending
+
+    def _answered(self, done: Future[ServedList]) -> None:
+        with self._arrived:
+            self._pending -= 1
 
     def close(self) -> None:
         """Serve what is queued, then stop the thread."""

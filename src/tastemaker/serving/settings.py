@@ -79,6 +79,13 @@ class ServerSettings(ConfigModel):
     #: a list request that waited this long for its turn is refused with 503 and Retry-After instead of served
     #: late: a server behind its load sheds what no client still waits for rather than falling further behind
     list_wait_seconds: float = Field(default=5.0, gt=0)
+    #: worker processes sharing the listening socket (``tastemaker serve --workers``)
+    workers: int = Field(default=1, ge=1)
+    #: with several workers, a list's response asks its client to reconnect (``Connection: close``) when this
+    #: worker still has at least this many other lists pending: the client's next request then opens a new
+    #: connection, which the worker that is free first accepts, instead of queueing behind this one on a
+    #: kept-alive connection. 0: never (one worker never does)
+    rebalance_pending: int = Field(default=1, ge=0)
     #: exposure rows the re-rankers read (fatigue, fairness, exploration): the last this many days
     feedback_days: float = Field(default=28.0, gt=0)
     #: at most this many exposure rows are kept for them (the newest): at high traffic the window is shorter

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from tastemaker.api import create_app
 from tastemaker.candidates.merge import MergeConfig
@@ -89,9 +90,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(settings: ServerSettings, clock: FixedClock | None = None) -> Iterator[str]:
-    """A real uvicorn server on 127.0.0.1 in a thread; yields its base URL; a clean shutdown on exit."""
-    app = create_app(settings, clock=clock or FixedClock(SERVED_AT))
+def serving(settings: ServerSettings, clock: FixedClock | None = None, *, app: FastAPI | None = None) -> Iterator[str]:
+    """A real uvicorn server on 127.0.0.1 in a thread (of ``app``, by default one of ``settings``); yields its
+    base URL; a clean shutdown on exit."""
+    app = app or create_app(settings, clock=clock or FixedClock(SERVED_AT))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)

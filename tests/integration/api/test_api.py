@@ -429,6 +429,44 @@ def test_a_server_behind_its_load_answers_503_with_retry_after_and_counts_it(
         assert _metric(text, 'tastemaker_lists_refused_total{reason="overloaded"}') == len(refused)
 
 
+def test_a_busy_worker_of_several_asks_its_client_to_reconnect(
+    settings_for: Callable[..., ServerSettings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With several workers, a list answered while another waits in the same worker closes its kept-alive
+    connection (the client's next request then goes to the worker that accepts first); the last one waiting
+    keeps it, and so does a single worker."""
+    compute = Recommender.recommend
+    started, allowed = threading.Semaphore(0), threading.Semaphore(0)
+
+    def held(self: Recommender, requests: list) -> list:
+        started.release()
+        assert allowed.acquire(timeout=30)
+        return compute(self, requests)
+
+    monkeypatch.setattr(Recommender, "recommend", held)
+    for workers, closes in ((2, True), (1, False)):
+        settings = settings_for(workers=workers)
+        app = create_app(settings, clock=FixedClock(SERVED_AT))
+        with serving(settings, app=app) as url, httpx.Client(base_url=url, timeout=30) as c, \
+                ThreadPoolExecutor(2) as pool:  # fmt: skip
+            batcher = app.state.server.batcher
+            first = pool.submit(c.get, "/v1/users/u1/recommendations", params={"k": 5})
+            assert started.acquire(timeout=30)  # the first list is being computed (held)
+            second = pool.submit(c.get, "/v1/users/u2/recommendations", params={"k": 5})
+            wait_for(lambda b=batcher: b.pending == 2)  # ...and the second waits behind it
+            allowed.release()
+            answer = first.result(30)
+            assert answer.status_code == 200
+            assert (answer.headers.get("connection") == "close") is closes
+            assert started.acquire(timeout=30)
+            allowed.release()
+            last = second.result(30)
+            assert last.status_code == 200 and last.headers.get("connection") != "close"
+            assert batcher.pending == 0
+            text = c.get("/metrics").text
+            assert _metric(text, "tastemaker_lists_rebalanced_total") == (1 if closes else 0)
+
+
 # -- limits -----------------------------------------------------------------------------------------------
 
 

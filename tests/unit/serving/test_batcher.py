@@ -123,3 +123,35 @@ def test_a_request_given_up_while_computed_does_not_stop_the_batcher(recommender
     assert running.result(30).user_id == "u1"
     assert batcher.submit(ListRequest("u2", k=5)).result(30).user_id == "u2"
     batcher.close()
+
+
+def test_pending_counts_the_lists_queued_and_computed_until_each_is_answered(recommender: Recommender) -> None:
+    """What a busy worker's route reads (``rebalance_pending``): queued lists and the batch being computed
+    count; an answered, refused or abandoned one does not, and a request's own list has stopped counting by
+    the time its answer is seen."""
+    gate = threading.Event()
+    release = recommender.recommend
+
+    def held(requests):
+        gate.wait(10)
+        return release(requests)
+
+    recommender.recommend = held  # type: ignore[method-assign]
+    batcher = ListBatcher(recommender, max_batch=1, max_wait_seconds=0.2)
+    seen_at_answer: list[int] = []
+    first = batcher.submit(ListRequest("u1", k=5))
+    first.add_done_callback(lambda done: seen_at_answer.append(batcher.pending))
+    deadline = time.monotonic() + 10
+    while not batcher.sizes and time.monotonic() < deadline:
+        time.sleep(0.01)  # the first is being computed
+    late = batcher.submit(ListRequest("u2", k=5))
+    gone = batcher.submit(ListRequest("u3", k=5))
+    assert batcher.pending == 3
+    assert gone.cancel() and batcher.pending == 2
+    time.sleep(0.3)  # the second waits past the bound: refused when its turn comes
+    gate.set()
+    assert first.result(30).user_id == "u1"
+    with pytest.raises(OverloadedError):
+        late.result(30)
+    batcher.close()  # (``result`` may return before a future's callbacks ran; after this they all have)
+    assert seen_at_answer == [1] and batcher.pending == 0

@@ -58,8 +58,15 @@ async def recommendations(
     context = _context(request, limits.max_context_keys)
     # the list is computed by the batcher's thread; the event loop waits for it without holding a worker thread
     served = await asyncio.wrap_future(server.batcher.submit(ListRequest(user_id, k, category, excluded, context)))
-    return _json({"request_id": served.request_id, "variant": served.variant,
-                  "model_version": served.model_version, "items": _items(served.items)})  # fmt: skip
+    response = _json({"request_id": served.request_id, "variant": served.variant,
+                      "model_version": served.model_version, "items": _items(served.items)})  # fmt: skip
+    settings = server.settings
+    if settings.workers > 1 and 0 < settings.rebalance_pending <= server.batcher.pending:
+        # this worker is behind: the client's next request should go to whichever worker accepts it first (the
+        # workers share the listening socket) rather than wait here on a kept-alive connection
+        response.headers["Connection"] = "close"
+        server.metrics.rebalanced.inc()
+    return response
 
 
 @router.get("/popular", response_model=ListResponse)
