@@ -12,6 +12,7 @@ by :meth:`note_items`.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,9 +35,12 @@ class Popular:
 
 
 class CatalogView:
-    def __init__(self, store: Store, *, days: float = 30.0) -> None:
+    def __init__(self, store: Store, *, days: float = 30.0, pause: Callable[[float], None] | None = None) -> None:
+        """``pause``: after the first refresh, popularity is recounted a day of the window at a time, each day
+        followed by ``pause(seconds the day took)`` (the server sleeps; see ``_window_counts``)."""
         self._store = store
         self._days = days
+        self._pause = pause
         self._lock = threading.Lock()
         self._categories: dict[str, tuple[str, ...]] = {}
         self._unavailable: set[str] = set()
@@ -57,7 +61,9 @@ class CatalogView:
         items = self._changed_items()
         table = None
         if popularity or self.refreshed_us is None:
-            table = _ranked(self._store.item_counts(since_us=now_us - int(self._days * DAY_US), until_us=now_us + 1))
+            # paced except the first time (nothing is served before it)
+            pause = self._pause if self.refreshed_us is not None else None
+            table = _ranked(_window_counts(self._store, now_us - int(self._days * DAY_US), now_us + 1, pause))
             if len(table) < _ENOUGH:  # a quiet window (or an old store): older events rank the rest, after these
                 older = _ranked(self._store.item_counts(until_us=now_us + 1))
                 older = older[~older["item_id"].isin(table["item_id"])]
@@ -164,6 +170,31 @@ class CatalogView:
             if ok and len(picked) < k:
                 picked.append(item)
                 at.append(position)
+
+
+def _window_counts(store: Store, since_us: int, until_us: int, pause: Callable[[float], None] | None) -> pd.DataFrame:
+    """Events per item in ``[since_us, until_us)``; with ``pause``, counted by the database a day of the window at
+    a time, each day followed by ``pause(seconds it took)``. Every worker recounts every
+    ``popularity_refresh_seconds``, all at about the same moment (they start together); counted at once, a recount
+    took a core for 0.16 s of SQLite and up to 0.05 s of ranking on the serving benchmark's world (1M events), and
+    0.56 s in a worker under load, while requests waited (2026-11-28: two workers at 200 requests/s had p99 43-46
+    ms in three 30 s runs with recounts turned off, 58-111 ms with them). Paced, the cores go back to requests
+    between days. A day is read on its own: an event stored during the recount in a day already read counts from
+    the next recount."""
+    totals: dict[str, int] = {}
+    start = since_us
+    step = DAY_US if pause is not None else until_us - since_us
+    while start < until_us:
+        end = min(start + step, until_us)
+        began = time.perf_counter()  # a duration, not "now"
+        part = store.item_counts(since_us=start, until_us=end)
+        for item, n in zip(part["item_id"].tolist(), part["events"].tolist(), strict=True):
+            totals[item] = totals.get(item, 0) + n
+        if pause is not None and end < until_us:
+            pause(time.perf_counter() - began)
+        start = end
+    return pd.DataFrame({"item_id": pd.Series(list(totals), dtype=object),
+                         "events": np.fromiter(totals.values(), np.int64, len(totals))})  # fmt: skip
 
 
 def _ranked(counts: pd.DataFrame) -> pd.DataFrame:

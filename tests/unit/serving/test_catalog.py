@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tastemaker.clock import FixedClock, to_us
-from tastemaker.serving.catalog import CatalogView
+from tastemaker.clock import FixedClock, from_us, to_us
+from tastemaker.serving.catalog import DAY_US, CatalogView
 from tastemaker.store import open_store
 
 NOW = "2026-11-26T12:00:00Z"
@@ -55,3 +55,28 @@ def test_a_refresh_reads_only_items_changed_since_the_last(tmp_path: Path) -> No
         assert view.refresh(clock.now_us())["item_id"].tolist() == ["i7"]
         assert view.categories("i7") == ("Rock",) and view.unavailable == {"i7"}
         assert len(view.refresh(clock.now_us())) == 0
+
+
+def test_a_recount_counts_the_window_a_day_at_a_time_pausing_between_days(tmp_path: Path) -> None:
+    """The same counts as one query over the window (events on the days' edges included, once), paced after
+    the first refresh: a pause after every day but the last, as long as that day's count took."""
+    now = to_us(NOW)
+    with open_store(f"sqlite:///{tmp_path / 's.db'}", clock=FixedClock(NOW)) as store:
+        store.upsert_items([{"item_id": f"i{n}"} for n in range(7)])
+        day = DAY_US
+        since = now - 3 * day
+        stamps = [since, since + 1, since + day - 1, since + day, since + 2 * day, now, now - 1, since - 1, now + 1]
+        events = [{"user_id": f"u{n}", "item_id": f"i{n % 7}", "type": "click", "timestamp": from_us(t).isoformat()}
+                  for n, t in enumerate(stamps * 3)]  # fmt: skip
+        assert store.ingest_events(events).accepted == len(events)
+        pauses: list[float] = []
+        view = CatalogView(store, days=3, pause=pauses.append)
+        view.refresh(now)
+        assert pauses == []  # the first refresh serves nothing yet: not paced
+        whole = store.item_counts(since_us=since, until_us=now + 1).set_index("item_id")["events"]
+        got = view.popular(10)
+        assert sorted(got.item_ids) == sorted(whole.index)
+        assert [round(s * sum(whole)) for s in got.scores] == [whole[i] for i in got.item_ids]
+        view.refresh(now)
+        assert len(pauses) == 3 and all(p >= 0 for p in pauses)  # four slices (three days and a microsecond)
+        assert view.popular(10) == got

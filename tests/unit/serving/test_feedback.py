@@ -162,3 +162,30 @@ def test_the_feedback_kept_in_step_with_the_log_answers_as_one_built_from_scratc
                     assert np.array_equal(got.user_ignored(user, items, asked, start),
                                           want.user_ignored(user, items, asked, start)), (step, user)
         assert requests > 40 and len(log) == 150  # the bound was reached: rows left from the front
+
+
+def test_a_paced_update_reads_a_few_seconds_at_a_time_and_ends_as_one_read(tmp_path: Path) -> None:
+    """After the first update, a paced log reads its exposures a slice at a time (a pause after each but the
+    last): the rows, their order, their engagements and what counts as freshly read match an unpaced log's."""
+    clock = FixedClock("2026-11-26T12:00:30Z")
+    with open_store(f"sqlite:///{tmp_path / 's.db'}", clock=clock) as store:
+        pauses: list[float] = []
+        paced = ExposureLog(store, days=1, engagement_types=("click",), margin_us=5_000_000, pause=pauses.append,
+                            slice_us=2_000_000)  # fmt: skip
+        whole = ExposureLog(store, days=1, engagement_types=("click",), margin_us=5_000_000)
+        store.record_exposures([shown("r0", "2026-11-26T12:00:00Z")])
+        for log in (paced, whole):
+            log.update(to_us("2026-11-26T12:00:01Z"))
+        assert pauses == []  # the first read is whole
+        # exposures on and between the slices' edges (the second update reads from 12:00:01 - 5 s)
+        stamps = ["2026-11-26T11:59:58Z", "2026-11-26T11:59:57Z", "2026-11-26T11:59:59.999999Z",
+                  "2026-11-26T12:00:02Z", "2026-11-26T12:00:03.5Z", "2026-11-26T12:00:06Z", "2026-11-26T12:00:09Z"]
+        store.record_exposures([shown(f"r{n + 1}", at) for n, at in enumerate(stamps)])
+        store.ingest_events([{"user_id": "u1", "item_id": "m2", "type": "click", "timestamp": "2026-11-26T12:00:07Z",
+                              "request_id": "r6"}])  # fmt: skip
+        for log in (paced, whole):
+            log.update(to_us("2026-11-26T12:00:10Z"))
+        assert len(pauses) == 6 and all(p >= 0 for p in pauses)  # 11:59:56 to 12:00:10: seven 2 s slices
+        pd.testing.assert_frame_equal(paced.rows, whole.rows)
+        assert paced.fresh == whole.fresh and paced.rows["request_id"].nunique() == 8
+        assert paced.rows["engaged_us"].notna().sum() == 1
