@@ -176,9 +176,9 @@ def _window_counts(store: Store, since_us: int, until_us: int, pause: Callable[[
     """Events per item in ``[since_us, until_us)``; with ``pause``, counted by the database a day of the window at
     a time, each day followed by ``pause(seconds it took)``. Every worker recounts every
     ``popularity_refresh_seconds``, all at about the same moment (they start together); counted at once, a recount
-    took a core for 0.16 s of SQLite and up to 0.05 s of ranking on the serving benchmark's world (1M events), and
-    0.56 s in a worker under load, while requests waited (2026-11-28: two workers at 200 requests/s had p99 43-46
-    ms in three 30 s runs with recounts turned off, 58-111 ms with them). Paced, the cores go back to requests
+    took a core for 0.16 s of SQLite and up to 0.05 s of ranking on the serving benchmark's world (1M events) when
+    idle, 0.56 s in the app under load, while requests waited (2026-11-28: two workers at 200 requests/s had p99
+    43-46 ms in three 30 s runs with recounts turned off, 58-111 ms with them). Paced, the cores go back to requests
     between days. A day is read on its own: an event stored during the recount in a day already read counts from
     the next recount."""
     totals: dict[str, int] = {}
