@@ -16,14 +16,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_list(recommender:
     asks = [ListRequest(f"u{n % 30}", k=5 + n % 4, request_id=f"r{n}") for n in range(60)]
     alone = {a.request_id: [i.item_id for i in recommender.recommend([a])[0].items] for a in asks}
     batcher = ListBatcher(recommender, max_batch=8)
-    gate = threading.Event()
-    release = recommender.recommend
-
-    def slow_first(requests):  # the first batch waits until every request is queued: later ones must batch
-        gate.wait(10)
-        return release(requests)
-
-    recommender.recommend = slow_first  # type: ignore[method-assign]
+    gate = _hold(recommender)  # the first batch waits until every request is queued: later ones must batch
     got: dict[str, list[str]] = {}
 
     def ask(request: ListRequest) -> None:
@@ -74,22 +67,12 @@ def test_close_serves_what_is_queued(recommender: Recommender) -> None:
 def test_requests_that_waited_too_long_are_refused_and_abandoned_ones_dropped(recommender: Recommender) -> None:
     """A server behind its load sheds: a list that waited past the bound is refused (OverloadedError: a 503),
     one whose caller gave up is never computed, and the next request is served as usual."""
-    gate = threading.Event()
-    release = recommender.recommend
     computed: list[str] = []
-
-    def slow_first(requests):
-        gate.wait(10)
-        computed.extend(r.request_id for r in requests)
-        return release(requests)
-
-    recommender.recommend = slow_first  # type: ignore[method-assign]
+    gate = _hold(recommender, computed)
     refused: list[str] = []
     batcher = ListBatcher(recommender, max_batch=8, max_wait_seconds=0.2, on_refused=refused.append)
     first = batcher.submit(ListRequest("u1", k=5, request_id="first"))
-    deadline = time.monotonic() + 10
-    while not batcher.sizes and time.monotonic() < deadline:
-        time.sleep(0.01)  # the first request is being computed (held at the gate)
+    _until_computing(batcher)  # the first request is being computed (held at the gate)
     late = batcher.submit(ListRequest("u2", k=5, request_id="late"))
     gone = batcher.submit(ListRequest("u3", k=5, request_id="gone"))
     assert gone.cancel()  # its caller gave up while it waited
@@ -105,19 +88,10 @@ def test_requests_that_waited_too_long_are_refused_and_abandoned_ones_dropped(re
 
 
 def test_a_request_given_up_while_computed_does_not_stop_the_batcher(recommender: Recommender) -> None:
-    gate = threading.Event()
-    release = recommender.recommend
-
-    def held(requests):
-        gate.wait(10)
-        return release(requests)
-
-    recommender.recommend = held  # type: ignore[method-assign]
+    gate = _hold(recommender)
     batcher = ListBatcher(recommender)
     running = batcher.submit(ListRequest("u1", k=5))
-    deadline = time.monotonic() + 10
-    while not batcher.sizes and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _until_computing(batcher)  # the first request is being computed (held at the gate)
     assert not running.cancel()  # being computed: it is answered, whoever still waits for it
     gate.set()
     assert running.result(30).user_id == "u1"
@@ -129,21 +103,12 @@ def test_pending_counts_the_lists_queued_and_computed_until_each_is_answered(rec
     """What a busy worker's route reads (``rebalance_pending``): queued lists and the batch being computed
     count; an answered, refused or abandoned one does not, and a request's own list has stopped counting by
     the time its answer is seen."""
-    gate = threading.Event()
-    release = recommender.recommend
-
-    def held(requests):
-        gate.wait(10)
-        return release(requests)
-
-    recommender.recommend = held  # type: ignore[method-assign]
+    gate = _hold(recommender)
     batcher = ListBatcher(recommender, max_batch=1, max_wait_seconds=0.2)
     seen_at_answer: list[int] = []
     first = batcher.submit(ListRequest("u1", k=5))
     first.add_done_callback(lambda done: seen_at_answer.append(batcher.pending))
-    deadline = time.monotonic() + 10
-    while not batcher.sizes and time.monotonic() < deadline:
-        time.sleep(0.01)  # the first is being computed
+    _until_computing(batcher)  # the first request is being computed (held at the gate)
     late = batcher.submit(ListRequest("u2", k=5))
     gone = batcher.submit(ListRequest("u3", k=5))
     assert batcher.pending == 3
@@ -155,3 +120,25 @@ def test_pending_counts_the_lists_queued_and_computed_until_each_is_answered(rec
         late.result(30)
     batcher.close()  # (``result`` may return before a future's callbacks ran; after this they all have)
     assert seen_at_answer == [1] and batcher.pending == 0
+
+
+def _hold(recommender: Recommender, computed: list[str] | None = None) -> threading.Event:
+    """Every call of ``recommender.recommend`` waits until the returned gate is set (``computed``: the request ids
+    of each call, in order)."""
+    gate = threading.Event()
+    release = recommender.recommend
+
+    def held(requests):
+        gate.wait(10)
+        if computed is not None:
+            computed.extend(r.request_id for r in requests)
+        return release(requests)
+
+    recommender.recommend = held  # type: ignore[method-assign]
+    return gate
+
+
+def _until_computing(batcher: ListBatcher) -> None:
+    deadline = time.monotonic() + 10
+    while not batcher.sizes and time.monotonic() < deadline:
+        time.sleep(0.01)
