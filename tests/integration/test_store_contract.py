@@ -171,6 +171,28 @@ def test_item_counts_are_counted_by_the_database_in_a_time_range(store) -> None:
     assert window["events"].sum() == len(store.events_frame(since_us=since, until_us=until))
 
 
+def test_item_counts_by_ingestion_range_too(store, clock: FixedClock) -> None:
+    """Ingestion bounds are half-open like the time ones, and combine with them."""
+    store.ingest_events([event(i) for i in range(10)])  # i0 … i9, stamped the 20th to the 24th
+    first = clock.now_us()
+    clock.advance(10)
+    store.ingest_events([event(i) for i in range(10, 15)])  # i10, i0 … i3
+    since, until = to_us("2026-11-21T00:00:00Z"), to_us("2026-11-23T00:00:00Z")
+
+    def counted(**bounds: int) -> dict[str, int]:
+        found = store.item_counts(**bounds)
+        return dict(zip(found["item_id"], found["events"].tolist(), strict=True))
+
+    assert counted(ingested_since_us=first + 1) == {"i10": 1, "i0": 1, "i1": 1, "i2": 1, "i3": 1}
+    assert counted(ingested_until_us=first + 1) == {f"i{i}": 1 for i in range(10)}
+    assert counted(ingested_until_us=first) == {}
+    assert counted(since_us=since, until_us=until, ingested_since_us=first + 1) == {"i0": 1, "i1": 1}  # e11, e12
+    assert counted(since_us=since, until_us=until, ingested_until_us=first + 1) == {"i1": 1, "i2": 1, "i6": 1, "i7": 1}
+    assert counted(since_us=since, ingested_since_us=first, ingested_until_us=first + 1) == {
+        f"i{i}": 1 for i in range(10) if i % 5
+    }
+
+
 def test_items_frame_reads_the_items_updated_since(store, clock: FixedClock) -> None:
     store.upsert_items([{"item_id": "a"}, {"item_id": "b"}])
     clock.advance(60)

@@ -117,7 +117,7 @@ class Recommender:
         """A recommender over ``store`` serving the registry under ``settings.models_dir``, loaded and
         refreshed once (the promoted model, the catalog view, the exposure log)."""
         slot = ModelSlot(Registry(settings.models_dir), on_load_failed=on_load_failed)
-        catalog = CatalogView(store, days=settings.popularity_days, pause=_pace)
+        catalog = CatalogView(store, days=settings.popularity_days)
         recommender = cls(store, slot, catalog, settings, writer, clock, on_fallback=on_fallback)
         recommender.refresh()
         return recommender
@@ -412,7 +412,7 @@ class Recommender:
 
 
 def _pace(took: float) -> None:
-    """The refresher's pause after each slice of its reads (popularity by day, exposures a few seconds at a time):
+    """The refresher's pause after each slice of its exposure-log reads (a few seconds of exposures at a time):
     three times the slice's own time, so a refresh takes a quarter of a core at most while it lasts, instead of a
     whole one in every worker at once (those bursts were what set the HTTP p99; docs/BENCHMARKS.md)."""
     time.sleep(3 * took)

@@ -61,7 +61,8 @@ class ServerSettings(ConfigModel):
     api_keys: tuple[ApiKey, ...] = ()
     #: popularity (the control arm and the fallback) counts events of the last this many days
     popularity_days: float = Field(default=30.0, gt=0)
-    #: popularity is recounted (by the database) this often; item changes are read every ``refresh_seconds``
+    #: popularity is brought up to date (from the events ingested since) this often; item changes are read every
+    #: ``refresh_seconds``
     popularity_refresh_seconds: float = Field(default=60.0, gt=0)
     #: how often the catalog view, popularity, the exposure log the re-rankers read, and the registry are
     #: re-read (a promotion through this server's API is picked up at once)

@@ -199,9 +199,17 @@ class Store(ABC):
         cheap check before reading what changed."""
 
     @abstractmethod
-    def item_counts(self, *, since_us: int | None = None, until_us: int | None = None) -> pd.DataFrame:
-        """Events per item (``item_id``, ``events``) with ``since_us <= timestamp_us < until_us``, counted by
-        the database."""
+    def item_counts(
+        self,
+        *,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        ingested_since_us: int | None = None,
+        ingested_until_us: int | None = None,
+    ) -> pd.DataFrame:
+        """Events per item (``item_id``, ``events``) with ``since_us <= timestamp_us < until_us`` and
+        ``ingested_since_us <= ingested_at_us < ingested_until_us`` (each bound when given), counted by the
+        database: cheap for a time range alone, or for what was ingested since a recent instant."""
 
     @abstractmethod
     def users_frame(self) -> pd.DataFrame:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from tastemaker.clock import FixedClock, from_us, to_us
-from tastemaker.serving.catalog import DAY_US, CatalogView
+from tastemaker.serving.catalog import DAY_US, CatalogView, WindowCounts
 from tastemaker.store import open_store
 
 NOW = "2026-11-26T12:00:00Z"
+HOUR_US = 3_600 * 1_000_000
 
 
 def test_popularity_counts_the_window_first_then_older_events(tmp_path: Path) -> None:
@@ -57,26 +60,51 @@ def test_a_refresh_reads_only_items_changed_since_the_last(tmp_path: Path) -> No
         assert len(view.refresh(clock.now_us())) == 0
 
 
-def test_a_recount_counts_the_window_a_day_at_a_time_pausing_between_days(tmp_path: Path) -> None:
-    """The same counts as one query over the window (events on the days' edges included, once), paced after
-    the first refresh: a pause after every day but the last, as long as that day's count took."""
-    now = to_us(NOW)
-    with open_store(f"sqlite:///{tmp_path / 's.db'}", clock=FixedClock(NOW)) as store:
-        store.upsert_items([{"item_id": f"i{n}"} for n in range(7)])
-        day = DAY_US
-        since = now - 3 * day
-        stamps = [since, since + 1, since + day - 1, since + day, since + 2 * day, now, now - 1, since - 1, now + 1]
-        events = [{"user_id": f"u{n}", "item_id": f"i{n % 7}", "type": "click", "timestamp": from_us(t).isoformat()}
-                  for n, t in enumerate(stamps * 3)]  # fmt: skip
-        assert store.ingest_events(events).accepted == len(events)
-        pauses: list[float] = []
-        view = CatalogView(store, days=3, pause=pauses.append)
-        view.refresh(now)
-        assert pauses == []  # the first refresh serves nothing yet: not paced
-        whole = store.item_counts(since_us=since, until_us=now + 1).set_index("item_id")["events"]
-        got = view.popular(10)
-        assert sorted(got.item_ids) == sorted(whole.index)
-        assert [round(s * sum(whole)) for s in got.scores] == [whole[i] for i in got.item_ids]
-        view.refresh(now)
-        assert len(pauses) == 3 and all(p >= 0 for p in pauses)  # four slices (three days and a microsecond)
-        assert view.popular(10) == got
+def test_popularity_kept_up_to_date_counts_what_one_query_over_the_window_counts(tmp_path: Path) -> None:
+    """Two days of counts, steps of a second to hours (full counts only at the first, when the clock goes back
+    and a day on); events stamped now, a little and long ago, on and near the window's start (they leave it
+    between counts), ahead of the clock, ingested just before a count and long before: the same counts as one
+    query over the window, each time."""
+    clock = FixedClock(NOW)
+    rng = np.random.default_rng(7)
+    with open_store(f"sqlite:///{tmp_path / 's.db'}", clock=clock) as store:
+        counts = WindowCounts(store, days=0.5, margin_us=5_000_000, resync_us=DAY_US)
+        steps = [0, 1, 4, 60, 3_599, 1, 3_600, 7_200, 20, 30, 43_200, -5_000, 10, 6, 90_000, 1, 40, 9, 70, 2, 600]
+        full, n = [], 0
+        for step in steps:
+            clock.advance(step)
+            now = clock.now_us()
+            since = now - DAY_US // 2
+            stamps = [now, now - 1, now + 1, now + 299_000_000, since - 1, now - 3 * DAY_US,
+                      *(since + 7_000_000 * k for k in range(12)), *(now - rng.integers(0, DAY_US // 2, 6))]
+            events = [{"event_id": f"e{n + j}", "user_id": "u", "item_id": f"i{rng.integers(12)}", "type": "click",
+                       "timestamp": from_us(int(t)).isoformat()} for j, t in enumerate(stamps)]  # fmt: skip
+            n += len(events)
+            assert store.ingest_events(events).accepted == len(events)
+            clock.advance(int(rng.integers(0, 12)))  # some of them settle before the count, some not
+            now = clock.now_us()
+            whole = store.item_counts(since_us=now - DAY_US // 2, until_us=now + 1)
+            expected = whole.sort_values(["events", "item_id"], ascending=[False, True])
+            before = counts.full_us
+            got = counts.count(now)
+            full.append(counts.full_us != before)
+            assert got.values.tolist() == expected.values.tolist(), f"after a step of {step} s"
+        assert [i for i, was in enumerate(full) if was] == [0, steps.index(-5_000), steps.index(90_000)]
+
+
+def test_an_ingestion_that_commits_late_still_counts_within_the_margin(tmp_path: Path) -> None:
+    """Another writer's batch stamped with its ingestion instant (2 s before a count) but committed after it: the
+    next count has it; one committed more than the margin late is the documented miss."""
+    url, clock = f"sqlite:///{tmp_path / 's.db'}", FixedClock(NOW)
+    with open_store(url, clock=clock) as store:
+        counts = WindowCounts(store, days=1, margin_us=5_000_000)
+        counts.count(clock.now_us())
+        clock.advance(60)
+        counts.count(clock.now_us())  # settles everything ingested before 55 s
+        for lag, item in [(2, "within"), (9, "beyond")]:
+            with open_store(url, clock=FixedClock(from_us(clock.now_us() - lag * 1_000_000))) as writer:
+                writer.ingest_events([{"user_id": "u", "item_id": item, "type": "click",  # (an inner hour)
+                                       "timestamp": "2026-11-26T06:00:00Z"}])  # fmt: skip
+        clock.advance(60)
+        got = counts.count(clock.now_us())
+        assert got["item_id"].tolist() == ["within"]
