@@ -5,6 +5,7 @@
                                  [--requests 500] [--passes 5] [--rate 200] [--low-rate 20] [--seconds 60]
                                  [--workers 1 2] [--refresh-seconds 3600] [--events 200000] [--batch 500]
                                  [--senders 1 2] [--parts inprocess http ingest]
+                                 [--rebalance-pending N ...] [--background-niceness N ...] [--repeats 1]
 
 The world is the candidate benchmark's (benchmarks/candidates.py: users with two favourite categories out
 of 40, Zipf-like popularity, 90 days; seed 2 and 100k items, as in benchmarks/ranking.py), moved in time to
@@ -30,7 +31,8 @@ from a copy of that store. About 10 minutes in all. Targets:
    0 errors (a non-200, a failed connection, or no answer within ``--timeout`` is an error). Each server
    runs with the default settings; ``--refresh-seconds S`` adds runs with the refresher (catalog view,
    popularity, exposure log) every S seconds instead of every 10, to show what the refresh costs. The load
-   generator (asyncio + h11) runs on the same 2 cores as the server; its CPU share is reported.
+   generator (asyncio + h11) runs on the same 2 cores as the server, its garbage collector off while it
+   measures; its CPU share is reported.
 3. ``ingest``: ``POST /v1/events`` in batches of ``--batch`` into a fresh SQLite store through the server
    (one worker), from ``--senders`` concurrent senders (1, then 2; a fresh store and server for each),
    records shaped like benchmarks/ingest.py's with timestamps in the hour before now: >= 20,000 events/s.
@@ -42,6 +44,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import itertools
 import os
 import signal
 import socket
@@ -458,6 +461,7 @@ def over_http(db: str, models_dir: str, user_ids: list[str], workers: int, args:
         result = {
             "workers": workers, "refresh_seconds": settings.get("refresh_seconds", defaults.refresh_seconds),
             "rebalance_pending": settings.get("rebalance_pending", defaults.rebalance_pending),
+            "background_niceness": settings.get("background_niceness", defaults.background_niceness),
             "server_start_seconds": round(ready_s, 1), "load_average_before": os.getloadavg()[0],
             "control_share": round(float((assign(list(users), defaults.holdout) != PERSONALIZED).mean()), 4),
             "closed_loop": {"clients": 4 * workers, "seconds": args.capacity_seconds,
@@ -473,7 +477,14 @@ def over_http(db: str, models_dir: str, user_ids: list[str], workers: int, args:
 
 def _open_loop_run(server: Server, paths: list[str], rate: float, args: argparse.Namespace) -> dict[str, Any]:
     cpu_server, cpu_client = server.cpu_seconds(), time.process_time()
-    latency, status, sending, elapsed = asyncio.run(open_loop(server.port, paths, rate, args.timeout))
+    # the load generator's own garbage collection would pause every request in flight (a /tmp harness on this
+    # open loop logged a full collection of 96 ms at the end of a 60 s run): off while it measures
+    gc.collect()
+    gc.disable()
+    try:
+        latency, status, sending, elapsed = asyncio.run(open_loop(server.port, paths, rate, args.timeout))
+    finally:
+        gc.enable()
     cpu_server, cpu_client = server.cpu_seconds() - cpu_server, time.process_time() - cpu_client
     lat, window = latency * 1e3, int(rate * 10)
     return {
@@ -561,6 +572,11 @@ def main() -> None:
     parser.add_argument("--capacity-seconds", type=float, default=20.0, help="length of the closed-loop run")
     parser.add_argument("--refresh-seconds", type=float, nargs="*", default=[],
                         help="also run the HTTP load with the refresher this slow (the default is 10 s)")  # fmt: skip
+    parser.add_argument("--background-niceness", type=int, nargs="*", default=[],
+                        help="also run the HTTP load with these background_niceness settings (0: the refresher and "
+                        "the exposure writer at the request threads' priority; the default is 19)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run the HTTP servers (the default and every variant, in turn) this many times")
     parser.add_argument("--rebalance-pending", type=int, nargs="*", default=[],
                         help="also run the HTTP load with these rebalance_pending settings (0: keep-alive "
                         "connections are never closed to rebalance; the default is 1)")  # fmt: skip
@@ -589,14 +605,16 @@ def main() -> None:
             if "http" in args.parts:
                 results["http"] = []
                 variants = [{}, *({"refresh_seconds": r} for r in args.refresh_seconds),
-                            *({"rebalance_pending": n} for n in args.rebalance_pending)]  # fmt: skip
-                for settings in variants:
-                    for workers in args.workers:
-                        name = "-".join(["http", str(workers), *(f"{k}{v}" for k, v in settings.items())])
-                        one = over_http(copy_of(db, name), models, user_ids, workers, args, root / f"{name}.log",
-                                        settings)  # fmt: skip
-                        results["http"].append(one)
-                        print("http:", one)
+                            *({"rebalance_pending": n} for n in args.rebalance_pending),
+                            *({"background_niceness": n} for n in args.background_niceness)]  # fmt: skip
+                # in turn, so that a change of the host's speed (±30% within an hour here) falls on every variant
+                for repeat, settings, workers in itertools.product(range(args.repeats), variants, args.workers):
+                    name = "-".join(["http", str(workers), *(f"{k}{v}" for k, v in settings.items())])
+                    name += f"-{repeat}" if args.repeats > 1 else ""
+                    one = over_http(copy_of(db, name), models, user_ids, workers, args, root / f"{name}.log",
+                                    settings)  # fmt: skip
+                    results["http"].append(one)
+                    print("http:", one)
         if "ingest" in args.parts:
             results["ingest_http"] = [ingest(s, args, root) for s in args.senders]
             for one in results["ingest_http"]:

@@ -31,6 +31,7 @@ from tastemaker.errors import ConfigError
 from tastemaker.models.registry import Registry
 from tastemaker.serving.batcher import ListBatcher
 from tastemaker.serving.exposures import ExposureWriter
+from tastemaker.serving.priority import lower_this_thread
 from tastemaker.serving.service import Recommender
 from tastemaker.serving.settings import ServerSettings
 from tastemaker.store import Store, open_store
@@ -107,7 +108,8 @@ def _start(settings: ServerSettings, clock: Clock, metrics: Metrics) -> Server:
     spill = settings.exposure_spill_dir or Path(settings.models_dir) / ".exposure-spill"
     writer = ExposureWriter(store, flush_seconds=settings.exposure_flush_seconds, on_written=metrics.exposures.inc,
                             spill_dir=spill, close_seconds=settings.exposure_close_seconds,
-                            on_spilled=metrics.spilled.inc, max_queued=settings.exposure_max_queued)  # fmt: skip
+                            on_spilled=metrics.spilled.inc, max_queued=settings.exposure_max_queued,
+                            niceness=settings.background_niceness)  # fmt: skip
     writer.replay()  # what an earlier run spilled at its shutdown (the store was away), in the background
     try:
         recommender = Recommender.from_settings(
@@ -126,6 +128,7 @@ def _start(settings: ServerSettings, clock: Clock, metrics: Metrics) -> Server:
 
 
 def _refresh_loop(server: Server, stop: threading.Event) -> None:
+    lower_this_thread(server.settings.background_niceness)
     while not stop.wait(server.settings.refresh_seconds):
         try:
             server.recommender.refresh()

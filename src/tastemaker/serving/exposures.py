@@ -28,6 +28,7 @@ from typing import BinaryIO
 import orjson
 
 from tastemaker.errors import InvalidBatchError, TastemakerError
+from tastemaker.serving.priority import lower_this_thread
 from tastemaker.store.base import ExposedItem, Exposure, Store
 
 __all__ = ["ExposureWriter"]
@@ -48,8 +49,12 @@ class ExposureWriter:
         close_seconds: float = 20.0,
         on_spilled: Callable[[int], None] | None = None,
         max_queued: int = 100_000,
+        niceness: int = 0,
     ) -> None:
+        """``niceness``: how much lower than the request threads' the writing threads' priority is (see
+        :func:`~tastemaker.serving.priority.lower_this_thread`)."""
         self._store = store
+        self._niceness = niceness
         self._max_queued = max_queued
         self._replaying: threading.Thread | None = None
         self._spill_dir = spill_dir
@@ -120,6 +125,7 @@ class ExposureWriter:
         return thread
 
     def _replay(self, files: list[Path]) -> None:
+        lower_this_thread(self._niceness)
         for path in files:
             try:
                 handle = open(path, "rb")  # noqa: SIM115 - held (and locked) while the file is replayed
@@ -170,6 +176,7 @@ class ExposureWriter:
     def _run(self) -> None:
         """Each batch starts with the first exposure that arrives and takes what follows for up to
         ``flush_seconds`` (or ``max_batch`` exposures), then is written in one transaction."""
+        lower_this_thread(self._niceness)
         while True:
             with self._arrived:
                 self._arrived.wait_for(lambda: self._queued or self._closed)

@@ -75,6 +75,10 @@ class ServerSettings(ConfigModel):
     exposure_spill_dir: Path | None = None
     #: while the store is away, at most this many exposures wait in memory; more are spilled there too
     exposure_max_queued: int = Field(default=100_000, ge=1)
+    #: the background threads (the refresher, the exposure writer) run this much nicer than the request threads
+    #: (Linux; 0: the same priority). Two workers at 200 lists/s on two cores, three paired runs of the serving
+    #: benchmark: p99 24.4 / 22.4 / 22.9 ms with 19, 29.6 / 34.8 / 20.4 with 0 (docs/BENCHMARKS.md)
+    background_niceness: int = Field(default=19, ge=0, le=19)
     #: lists asked for while one is computed go together in the next call, at most this many (1: one at a time)
     list_batch: int = Field(default=8, ge=1, le=64)
     #: a list request that waited this long for its turn is refused with 503 and Retry-After instead of served

@@ -3,6 +3,8 @@ attribution, real-time feedback, hot-swap, the corrupt-model fallback and the li
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -427,6 +429,19 @@ def test_a_server_behind_its_load_answers_503_with_retry_after_and_counts_it(
         assert all(a.headers["retry-after"] == "1" and "behind its load" in a.json()["message"] for a in refused)
         text = httpx.get(f"{url}/metrics", timeout=30).text
         assert _metric(text, 'tastemaker_lists_refused_total{reason="overloaded"}') == len(refused)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread priority is a Linux feature")
+def test_the_background_threads_run_after_the_request_threads(settings_for: Callable[..., ServerSettings]) -> None:
+    with serving(settings_for(background_niceness=4)) as url:
+        with client(url) as http:
+            assert http.get("/v1/users/u1/recommendations").status_code == 200  # (the writer has run)
+        threads = {t.name: t.native_id for t in threading.enumerate() if t.name in ("refresher", "exposure-writer")}
+        assert len(threads) == 2
+        base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        assert {name: os.getpriority(os.PRIO_PROCESS, tid) for name, tid in threads.items()} == {
+            "refresher": min(base + 4, 19), "exposure-writer": min(base + 4, 19)
+        }
 
 
 def test_a_busy_worker_of_several_asks_its_client_to_reconnect(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import os
 import shutil
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -218,3 +221,18 @@ def test_replay_skips_a_file_a_live_writer_holds_drops_malformed_exposures_and_s
     writer.submit(shown(40))
     assert writer.flush(timeout=30) and "r40" in set(store.exposures_frame()["request_id"])
     writer.close()
+
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread priority is a Linux feature")
+def test_the_writer_thread_runs_at_a_lower_priority_than_the_requests(store) -> None:
+    main = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    writer = ExposureWriter(store, flush_seconds=0.01, niceness=7)
+    try:
+        writer.submit(shown(1))
+        assert writer.flush(timeout=10)  # (written by the thread, after it lowered itself)
+        tid = writer._thread.native_id
+        assert tid is not None and os.getpriority(os.PRIO_PROCESS, tid) == min(main + 7, 19)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main
+    finally:
+        writer.close()
