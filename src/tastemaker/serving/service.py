@@ -98,7 +98,7 @@ class Recommender:
         self._on_fallback = on_fallback or (lambda reason: None)
         self._refreshing = threading.Lock()
         self._served: Loaded | None = None  # the model the last refresh saw
-        self._counted_us: int | None = None  # when popularity was last recounted
+        self._counted_us: int | None = None  # when popularity was last brought up to date
         self._unavailable_cache: tuple[Loaded, set[str], int, np.ndarray] | None = None
         self._exposures = ExposureLog(store, days=settings.feedback_days, engagement_types=settings.engagement_types,
                                       max_rows=settings.feedback_max_rows, pause=_pace)  # fmt: skip
