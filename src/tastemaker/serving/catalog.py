@@ -37,7 +37,6 @@ class CatalogView:
     def __init__(self, store: Store, *, days: float = 30.0, margin_us: int = 5_000_000) -> None:
         """``margin_us``: how late an ingestion may commit and still be counted (see :class:`WindowCounts`)."""
         self._store = store
-        self._days = days
         self._counts_by_window = WindowCounts(store, days=days, margin_us=margin_us)
         self._lock = threading.Lock()
         self._categories: dict[str, tuple[str, ...]] = {}
