@@ -5,16 +5,20 @@ dot products; ``rp3`` is RP3β (Paudel et al. 2017, "Updatable, accurate, divers
 recommendations for interactive applications"): the probability of a three-step random walk item → user →
 item on the binarised interaction graph, each step's transition probability raised to ``rp3_alpha``, divided
 by the target item's popularity to the power ``rp3_beta`` (which favours the long tail), computed here in
-sparse blocks of items. A user's score for item ``j`` is ``Σ_i w_i · sim(i, j)`` over their ``recent_items``
-newest items ``i``, where ``w_i`` is the interaction weight, halved every ``half_life_days`` of age
-relative to the user's own newest interaction (so no clock is needed). Only items reached through a
+sparse blocks of items; ``sequence`` counts items near each other in users' histories (ordered by when each
+pair began: what users take next, or took just before), each pair weighted down with its distance, and
+divided by both items' user counts to a power (:func:`sequence_similarity`). A user's score for item ``j`` is
+``Σ_i w_i · sim(i, j)`` over their ``recent_items`` newest items ``i``, where ``w_i`` is the interaction
+weight, halved every ``half_life_days`` of age relative to the user's own newest interaction (so no clock is
+needed) and every ``half_life_items`` newer items the user has. Only items reached through a
 neighbour are proposed. Scoring reads :meth:`~CandidateSource.user_items` and
 :meth:`~CandidateSource.user_last_us`, so folded-in history counts without a retrain; items added after
 ``fit`` have no neighbours and are never proposed. :meth:`ItemKNN.because` names, per proposed item, the
 history item that contributed most: the "because you liked X" reason.
 
-The defaults come from a grid search on validation splits carved from the train side of ml-latest-small
-(``recommenders`` and ``temporal``), never from a test split.
+The defaults (BM25) and the ``sequence`` source's settings (``tastemaker.candidates.merge``) come from grid
+searches on validation splits carved from the train side of ml-latest-small (``recommenders`` and
+``temporal``), never from a test split.
 """
 
 from __future__ import annotations
@@ -40,10 +44,11 @@ _DAY_US = 86_400 * 1_000_000
 _BLOCK = 1_024  # users per dense score block
 _BY_HAND = 200_000  # neighbour entries a request may sum by hand (above: scipy's sparse product)
 _WALK_ENTRIES = 20_000_000  # RP3β: at most about this many item×item walk entries are held at once
+_SEQUENCE_PAIRS = 8_000_000  # sequence similarity: about this many pairs are counted at once
 
 
 class ItemKNNConfig(ConfigModel):
-    similarity: Literal["cosine", "bm25", "rp3"] = "bm25"
+    similarity: Literal["cosine", "bm25", "rp3", "sequence"] = "bm25"
     #: neighbours kept per item (implicit's ``K``)
     neighbours: int = Field(default=200, ge=1)
     #: BM25 saturation and length normalisation (implicit's ``K1``, ``B``); a low ``b`` normalises an item's
@@ -54,10 +59,19 @@ class ItemKNNConfig(ConfigModel):
     #: divided by
     rp3_alpha: float = Field(default=0.5, gt=0)
     rp3_beta: float = Field(default=0.5, ge=0)
+    #: ``sequence``: pairs at most this many positions apart in a user's history (ordered by when each pair
+    #: began) count, each ``sequence_decay ** (distance - 1)``; a pair where the neighbour came later counts
+    #: ``sequence_forward`` times that; the sum is divided by both items' user counts to ``sequence_power``
+    sequence_window: int = Field(default=20, ge=1)
+    sequence_decay: float = Field(default=0.9, gt=0, le=1)
+    sequence_forward: float = Field(default=1.0, ge=0)
+    sequence_power: float = Field(default=0.4, ge=0, le=1)
     #: how many of a user's newest items their candidates come from
     recent_items: int = Field(default=500, ge=1)
     #: None weighs every recent item alike; a number halves an item's weight per this many days of age
     half_life_days: float | None = Field(default=None, gt=0)
+    #: None, or halve an item's weight per this many newer items the user has (position, not time)
+    half_life_items: float | None = Field(default=None, gt=0)
 
 
 class ItemKNN(CandidateSource):
@@ -68,9 +82,13 @@ class ItemKNN(CandidateSource):
 
     def _fit(self, snapshot: Snapshot) -> None:
         cfg = self.config
-        if cfg.similarity == "rp3":
-            self.similarity = rp3_similarity(snapshot.matrix, cfg.rp3_alpha, cfg.rp3_beta, cfg.neighbours)
-            self.similarity.sort_indices()  # rows in column order: ``because`` looks pairs up by search
+        if cfg.similarity in ("rp3", "sequence"):
+            if cfg.similarity == "rp3":
+                found = rp3_similarity(snapshot.matrix, cfg.rp3_alpha, cfg.rp3_beta, cfg.neighbours)
+            else:
+                found = sequence_similarity(snapshot, cfg)
+            found.sort_indices()  # rows in column order: ``because`` looks pairs up by search
+            self.similarity = found
             return
         # implicit warns (and slows down) with threaded BLAS; its own weighting hands itself COO input,
         # which it then warns about converting
@@ -146,6 +164,8 @@ class ItemKNN(CandidateSource):
         if self.config.half_life_days is not None:
             age_days = (when[first[row]] - when) / _DAY_US
             weight = weight * 0.5 ** (age_days / self.config.half_life_days)
+        if self.config.half_life_items is not None:
+            weight = weight * 0.5 ** ((np.arange(len(row)) - first[row]) / self.config.half_life_items)
         indptr = row_pointers(np.bincount(row[keep], minlength=len(users)))
         return Rows(indptr, col[keep], weight[keep].astype(np.float32), (len(users), width))
 
@@ -213,6 +233,35 @@ def rp3_similarity(matrix: sp.spmatrix, alpha: float, beta: float, neighbours: i
     if not blocks:
         return sp.csr_matrix((n_items, n_items), dtype=np.float32)
     return sp.vstack(blocks, format="csr", dtype=np.float32)
+
+
+def sequence_similarity(snapshot: Snapshot, config: ItemKNNConfig) -> sp.csr_matrix:
+    """Items near each other in users' histories (see :class:`ItemKNNConfig`'s ``sequence_*``): ``W[i, j]`` sums
+    ``decay ** (d - 1)`` over every user who had ``j`` at most ``window`` positions ``d`` after ``i`` (times
+    ``forward``) or before it, divided by ``(users_i · users_j) ** power``; each row keeps its ``neighbours``
+    largest entries. A history is ordered by when each pair began, ties by item index."""
+    table = snapshot.interactions
+    n_items = snapshot.n_items
+    users = table["user_idx"].to_numpy(np.int64)
+    items = table["item_idx"].to_numpy(np.int64)
+    order = np.lexsort((items, table["timestamp_us"].to_numpy(np.int64), users))
+    users, items = users[order], items[order]
+    # the later item of each pair, summed over distances a few at a time (a block's pairs stay bounded)
+    later = sp.csr_matrix((n_items, n_items), dtype=np.float64)
+    step = max(1, _SEQUENCE_PAIRS // max(len(items), 1))
+    for start in range(1, config.sequence_window + 1, step):
+        keys, weights = [], []
+        for d in range(start, min(start + step, config.sequence_window + 1)):
+            same = users[d:] == users[:-d]
+            keys.append(items[:-d][same] * n_items + items[d:][same])
+            weights.append(np.full(int(same.sum()), config.sequence_decay ** (d - 1)))
+        key = np.concatenate(keys)
+        rows, cols = np.divmod(key, n_items)
+        later = later + sp.csr_matrix((np.concatenate(weights), (rows, cols)), shape=(n_items, n_items))
+    pairs = (config.sequence_forward * later + later.T).tocsr()
+    count = np.bincount(items, minlength=n_items).astype(np.float64)
+    scale = sp.diags(np.where(count > 0, np.maximum(count, 1.0) ** -config.sequence_power, 0.0))
+    return _row_top((scale @ pairs @ scale).tocsr().astype(np.float32), config.neighbours)
 
 
 def _row_top(matrix: sp.csr_matrix, n: int, first_row: int = 0) -> sp.csr_matrix:

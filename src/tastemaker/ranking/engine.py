@@ -197,12 +197,13 @@ class Engine(CandidateSource):
         return self._rerank(users, k, found, scores, contexts, requests, feedback)
 
     def similar(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` items most like each of ``items`` (indices, -1 padded) and their similarity: item_knn's
-        neighbour weights when the engine has that source, else the cosine of ALS item factors."""
+        """The ``k`` items most like each of ``items`` (indices, -1 padded) and their similarity: the item-to-item
+        source's neighbour weights (``sequence``'s, else ``item_knn``'s) when the engine has one, else the cosine
+        of ALS item factors."""
         items = np.asarray(items, dtype=np.int64)
         itself = sp.csr_matrix((np.ones(len(items), np.float32), (np.arange(len(items)), items)),
                                shape=(len(items), self.n_items))  # an item is not its own neighbour  # fmt: skip
-        knn = self.generator.sources.get("item_knn")
+        knn = self.generator.item_to_item
         if knn is not None:
             known = items < knn.similarity.shape[0]
             rows = sp.diags(known.astype(np.float32)) @ knn.similarity[np.where(known, items, 0)]

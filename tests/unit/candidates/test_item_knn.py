@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from tastemaker.candidates import History
-from tastemaker.candidates.item_knn import ItemKNN, ItemKNNConfig, rp3_similarity
+from tastemaker.candidates.item_knn import ItemKNN, ItemKNNConfig, rp3_similarity, sequence_similarity
 from tastemaker.data import Dataset, Snapshot
 from tastemaker.errors import ConfigError, DataFormatError, NotFittedError
 
@@ -34,7 +34,7 @@ def events(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
     return frame.assign(event_id=[f"e{i}" for i in range(len(rows))], type="view", value=np.nan)
 
 
-@pytest.mark.parametrize("similarity", ["cosine", "bm25", "rp3"])
+@pytest.mark.parametrize("similarity", ["cosine", "bm25", "rp3", "sequence"])
 def test_a_user_who_saw_a_gets_b_first_because_of_a(similarity: str) -> None:
     snap = two_pairs()
     knn = ItemKNN(ItemKNNConfig(similarity=similarity)).fit(snap)
@@ -207,3 +207,67 @@ def test_rp3_beta_moves_neighbours_towards_the_long_tail() -> None:
     for beta, first in [(0.0, 1), (1.0, 2)]:
         row = rp3_similarity(sp.csr_matrix(x), 1.0, beta, 2)[0].toarray().ravel()
         assert row.argmax() == first
+
+
+def sequence_by_loop(histories: dict[str, list[int]], n_items: int, config: ItemKNNConfig) -> np.ndarray:
+    """The sequence similarity by its definition, one pair of positions at a time."""
+    pairs = np.zeros((n_items, n_items))
+    users = np.zeros(n_items)
+    for history in histories.values():
+        users[history] += 1
+        for p, i in enumerate(history):
+            for q, j in enumerate(history):
+                distance = abs(q - p)
+                if 1 <= distance <= config.sequence_window:
+                    weight = config.sequence_decay ** (distance - 1)
+                    pairs[i, j] += weight * (config.sequence_forward if q > p else 1.0)
+    scale = np.where(users > 0, np.maximum(users, 1) ** -config.sequence_power, 0.0)
+    return scale[:, None] * pairs * scale[None, :]
+
+
+@pytest.mark.parametrize("block", [10**9, 1])
+@pytest.mark.parametrize(
+    ("window", "decay", "forward", "power", "neighbours"),
+    [(3, 0.5, 1.0, 0.5, 200), (1, 1.0, 3.0, 0.0, 200), (30, 0.9, 0.0, 1.0, 4)],
+)
+def test_sequence_similarity_counts_pairs_near_each_other_in_each_history(
+    block: int, window: int, decay: float, forward: float, power: float, neighbours: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    rng = np.random.default_rng(3)
+    items = [f"i{j}" for j in range(25)]
+    histories = {f"u{u}": list(rng.choice(25, rng.integers(1, 15), replace=False)) for u in range(40)}
+    # each history's order is when its pairs began (rows given shuffled; one tie broken by item index)
+    rows = [(u, items[i], p * DAY_US) for u, history in histories.items() for p, i in enumerate(history)]
+    rows.append(("tie", items[7], 5))
+    rows.append(("tie", items[2], 5))
+    histories["tie"] = [2, 7]
+    rows = [rows[k] for k in rng.permutation(len(rows))]
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp_us"]).assign(weight=1.0, rating=np.nan)
+    inter["last_timestamp_us"] = inter["timestamp_us"]
+    snap = Snapshot.from_interactions(inter, pd.DataFrame({"item_id": items}))
+    config = ItemKNNConfig(similarity="sequence", sequence_window=window, sequence_decay=decay,
+                           sequence_forward=forward, sequence_power=power, neighbours=neighbours)  # fmt: skip
+    monkeypatch.setattr("tastemaker.candidates.item_knn._SEQUENCE_PAIRS", block)  # every distance, or one a time
+    got = sequence_similarity(snap, config)
+    index = snap.item_index(items)
+    expected_by_name = sequence_by_loop(histories, 25, config)
+    expected = np.zeros_like(expected_by_name)
+    expected[np.ix_(index, index)] = expected_by_name
+    assert got.dtype == np.float32 and got.diagonal().sum() == 0
+    for item in range(25):
+        row = got[item].toarray().ravel()
+        kept = np.flatnonzero(row)
+        best = np.sort(expected[item][expected[item] > 0])[::-1][:neighbours]
+        np.testing.assert_allclose(np.sort(row[kept])[::-1], best, rtol=1e-5)
+        np.testing.assert_allclose(row[kept], expected[item, kept], rtol=1e-5)
+
+
+def test_a_positional_half_life_halves_each_older_items_weight() -> None:
+    # t saw a, then c ten days later: with a half-life of one item, a (one newer item) weighs half of c
+    snap = two_pairs()
+    knn = ItemKNN(ItemKNNConfig(similarity="cosine", half_life_items=1.0)).fit(snap)
+    t = knn.user_index("t")
+    np.testing.assert_allclose(knn.recent_weights(t).toarray()[0, :4], [0.5, 0, 1, 0])
+    assert ItemKNN(ItemKNNConfig(similarity="cosine")).fit(snap).recent_weights(t).toarray()[0, :4].tolist() == [
+        1, 0, 1, 0]  # fmt: skip

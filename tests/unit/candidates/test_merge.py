@@ -121,9 +121,9 @@ def test_the_default_generator_serves_warm_cold_and_folded_in_users(world: Datas
     got = gen.generate(users, exclude=snap.matrix[users], seeds=True)
     assert ((got.items >= 0).sum(axis=1) == 120).all()
     assert not any(set(got.items[r]) & set(snap.matrix[r].indices) for r in range(5))
-    assert set(got.sources) == {"als", "ease", "item_knn", "content", "popular", "trending", "fresh"}
-    # item_knn proposals carry the history item they came from
-    knn = got.sources.index("item_knn")
+    assert set(got.sources) == {"als", "ease", "sequence", "content", "popular", "trending", "fresh"}
+    # the item-to-item source's proposals carry the history item they came from
+    knn = got.sources.index("sequence")
     proposed = got.ranks[:, :, knn] >= 0
     assert proposed.any() and (got.seed_items[proposed] >= 0).all()
     # a user whose only history arrived after training: personal sources take part without a retrain

@@ -161,7 +161,7 @@ def test_every_recommended_item_carries_its_source_and_a_readable_reason(snap: S
     assert got.items.shape == (len(users), 12) and (got.items >= 0).all()
     shown = [(s, r) for srcs, why in zip(got.sources, got.reasons, strict=True) for s, r in zip(srcs, why, strict=True)]
     assert all(s in engine.generator.sources or (s, r) == ("exploration", "something new to try") for s, r in shown)
-    liked = [r for s, r in shown if s in ("als", "ease", "item_knn")]
+    liked = [r for s, r in shown if s in ("als", "ease", "sequence")]
     assert liked and all(r.startswith("because you liked ") or r == "picked for you" for r in liked)
     assert sum(r.startswith("because you liked ") for r in liked) > 0.8 * len(liked)
     for s, r in shown:
