@@ -45,6 +45,19 @@ class ConfigModel(BaseModel):
     def hash(self) -> str:
         return config_hash(self)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle; a config pickled (in a model artifact) before a field was added gets the field's default,
+        which every new field keeps to what the code did before it existed."""
+        values = state.get("__dict__", {})
+        missing = {
+            name: field.get_default(call_default_factory=True)
+            for name, field in type(self).model_fields.items()
+            if name not in values and not field.is_required()
+        }
+        if missing:
+            state = {**state, "__dict__": {**values, **missing}}
+        super().__setstate__(state)
+
 
 def config_hash(model: BaseModel) -> str:
     """A short, stable hash of a config's canonical JSON form."""

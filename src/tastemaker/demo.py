@@ -14,7 +14,9 @@ from tastemaker.store import open_store
 
 __all__ = ["DemoResult", "run_demo"]
 
-DEMO_MODELS = ("popularity", "random", "implicit-als", "als", "item_knn", "ease", "content", "candidates", "engine")
+DEMO_MODELS = (
+    "popularity", "random", "implicit-als", "als", "item_knn", "sequence", "ease", "content", "candidates", "engine",
+)  # fmt: skip
 
 
 @dataclass

@@ -10,7 +10,10 @@ pair began: what users take next, or took just before), each pair weighted down 
 divided by both items' user counts to a power (:func:`sequence_similarity`). A user's score for item ``j`` is
 ``Σ_i w_i · sim(i, j)`` over their ``recent_items`` newest items ``i``, where ``w_i`` is the interaction
 weight, halved every ``half_life_days`` of age relative to the user's own newest interaction (so no clock is
-needed) and every ``half_life_items`` newer items the user has. Only items reached through a
+needed) and every ``half_life_items`` newer items the user has (of those the similarity knows: items
+added after ``fit`` are not counted). Ties in time are ordered by item index, lower first: in scoring the
+lower counts as newer, in ``sequence_similarity``'s histories as earlier (a known inconsistency; 15.7% of
+consecutive ml-latest-small ratings share a timestamp). Only items reached through a
 neighbour are proposed. Scoring reads :meth:`~CandidateSource.user_items` and
 :meth:`~CandidateSource.user_last_us`, so folded-in history counts without a retrain; items added after
 ``fit`` have no neighbours and are never proposed. :meth:`ItemKNN.because` names, per proposed item, the
@@ -44,7 +47,9 @@ _DAY_US = 86_400 * 1_000_000
 _BLOCK = 1_024  # users per dense score block
 _BY_HAND = 200_000  # neighbour entries a request may sum by hand (above: scipy's sparse product)
 _WALK_ENTRIES = 20_000_000  # RP3β: at most about this many item×item walk entries are held at once
-_SEQUENCE_PAIRS = 8_000_000  # sequence similarity: about this many pairs are counted at once
+#: sequence similarity: about this many pairs are listed at once before they are summed into one sparse
+#: matrix (which itself holds up to 2 · window · interactions entries before each row keeps its neighbours)
+_SEQUENCE_PAIRS = 8_000_000
 
 
 class ItemKNNConfig(ConfigModel):

@@ -114,7 +114,8 @@ class Candidates:
     sources: tuple[str, ...]
     scores: np.ndarray  # (users, total, sources) the source's score, NaN where it did not propose the item
     ranks: np.ndarray  # (users, total, sources) the source's rank from 0, -1 where it did not propose it
-    #: (users, total) the history item behind an item_knn proposal, -1 if none; None unless asked for
+    #: (users, total) the history item behind an item-to-item proposal (``ITEM_TO_ITEM``), -1 if none; None
+    #: unless asked for
     seed_items: np.ndarray | None
     quotas: tuple[int, ...]
 

@@ -19,7 +19,7 @@ MODELS: dict[str, Callable[[int], CandidateSource]] = {
     "popularity": lambda seed: Popularity(),
     "random": lambda seed: RandomSource(seed),
     "implicit-als": lambda seed: ImplicitALS(seed),
-    **SOURCES,  # als, item_knn, ease, content, popular (all-time), trending, fresh
+    **SOURCES,  # als, item_knn, sequence, ease, content, popular (all-time), trending, fresh
     "candidates": lambda seed: CandidateGenerator(seed=seed),
     "engine": lambda seed: _engine(seed),
     "engine-norerank": lambda seed: _engine(seed, rerank=False),

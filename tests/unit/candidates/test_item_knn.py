@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -271,3 +273,17 @@ def test_a_positional_half_life_halves_each_older_items_weight() -> None:
     np.testing.assert_allclose(knn.recent_weights(t).toarray()[0, :4], [0.5, 0, 1, 0])
     assert ItemKNN(ItemKNNConfig(similarity="cosine")).fit(snap).recent_weights(t).toarray()[0, :4].tolist() == [
         1, 0, 1, 0]  # fmt: skip
+
+
+def test_a_source_pickled_before_a_config_field_existed_loads_with_its_default() -> None:
+    # an artifact written before ``half_life_items`` (and the ``sequence_*`` fields) existed
+    snap = two_pairs()
+    knn = ItemKNN(ItemKNNConfig(similarity="cosine")).fit(snap)
+    t = knn.user_index("t")
+    expected = knn.candidates(t, 3, exclude=snap.matrix[t])
+    for name in ("half_life_items", "sequence_window", "sequence_forward"):
+        del knn.config.__dict__[name]
+    old = pickle.loads(pickle.dumps(knn))
+    assert old.config.half_life_items is None and old.config.sequence_window == 20
+    got = old.candidates(t, 3, exclude=snap.matrix[t])
+    assert got[0].tolist() == expected[0].tolist() and np.allclose(got[1], expected[1])
