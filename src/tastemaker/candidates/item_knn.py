@@ -47,9 +47,7 @@ _DAY_US = 86_400 * 1_000_000
 _BLOCK = 1_024  # users per dense score block
 _BY_HAND = 200_000  # neighbour entries a request may sum by hand (above: scipy's sparse product)
 _WALK_ENTRIES = 20_000_000  # RP3β: at most about this many item×item walk entries are held at once
-#: sequence similarity: about this many pairs are listed at once before they are summed into one sparse
-#: matrix (which itself holds up to 2 · window · interactions entries before each row keeps its neighbours)
-_SEQUENCE_PAIRS = 8_000_000
+_SEQUENCE_PAIRS = 8_000_000  # sequence similarity: a block of rows lists about this many pairs at once
 
 
 class ItemKNNConfig(ConfigModel):
@@ -244,29 +242,45 @@ def sequence_similarity(snapshot: Snapshot, config: ItemKNNConfig) -> sp.csr_mat
     """Items near each other in users' histories (see :class:`ItemKNNConfig`'s ``sequence_*``): ``W[i, j]`` sums
     ``decay ** (d - 1)`` over every user who had ``j`` at most ``window`` positions ``d`` after ``i`` (times
     ``forward``) or before it, divided by ``(users_i · users_j) ** power``; each row keeps its ``neighbours``
-    largest entries. A history is ordered by when each pair began, ties by item index."""
+    largest entries. A history is ordered by when each pair began, ties by item index. Rows are built in blocks
+    of items whose pairs number about ``_SEQUENCE_PAIRS``, so memory stays bounded by a block and the kept
+    neighbours, whatever the histories' length."""
     table = snapshot.interactions
     n_items = snapshot.n_items
     users = table["user_idx"].to_numpy(np.int64)
     items = table["item_idx"].to_numpy(np.int64)
     order = np.lexsort((items, table["timestamp_us"].to_numpy(np.int64), users))
     users, items = users[order], items[order]
-    # the later item of each pair, summed over distances a few at a time (a block's pairs stay bounded)
-    later = sp.csr_matrix((n_items, n_items), dtype=np.float64)
-    step = max(1, _SEQUENCE_PAIRS // max(len(items), 1))
-    for start in range(1, config.sequence_window + 1, step):
-        keys, weights = [], []
-        for d in range(start, min(start + step, config.sequence_window + 1)):
-            same = users[d:] == users[:-d]
-            keys.append(items[:-d][same] * n_items + items[d:][same])
-            weights.append(np.full(int(same.sum()), config.sequence_decay ** (d - 1)))
-        key = np.concatenate(keys)
-        rows, cols = np.divmod(key, n_items)
-        later = later + sp.csr_matrix((np.concatenate(weights), (rows, cols)), shape=(n_items, n_items))
-    pairs = (config.sequence_forward * later + later.T).tocsr()
     count = np.bincount(items, minlength=n_items).astype(np.float64)
-    scale = sp.diags(np.where(count > 0, np.maximum(count, 1.0) ** -config.sequence_power, 0.0))
-    return _row_top((scale @ pairs @ scale).tocsr().astype(np.float32), config.neighbours)
+    scale = np.where(count > 0, np.maximum(count, 1.0) ** -config.sequence_power, 0.0)
+    window = config.sequence_window
+    weight = {d: config.sequence_decay ** (abs(d) - 1) * (config.sequence_forward if d > 0 else 1.0)
+              for d in range(-window, window + 1) if d}  # fmt: skip
+    at = np.argsort(items, kind="stable")  # every position of item 0, then of item 1, ...
+    starts = np.concatenate([[0], np.cumsum(count).astype(np.int64)])
+    blocks, first = [], 0
+    per_block = max(1, _SEQUENCE_PAIRS // (2 * window))  # positions a block may hold
+    while first < n_items:
+        last = max(first + 1, int(np.searchsorted(starts, starts[first] + per_block, side="right")) - 1)
+        last = min(last, n_items)
+        mine = at[starts[first] : starts[last]]
+        rows, cols, values = [], [], []
+        for d, w in weight.items():
+            other = mine + d
+            ok = (other >= 0) & (other < len(items))
+            ok[ok] = users[other[ok]] == users[mine[ok]]
+            rows.append(items[mine[ok]] - first)
+            cols.append(items[other[ok]])
+            values.append(np.full(int(ok.sum()), w))
+        block = sp.csr_matrix(
+            (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(last - first, n_items)
+        )  # duplicates (a pair met in several histories) are summed
+        block = sp.diags(scale[first:last]) @ block @ sp.diags(scale)
+        blocks.append(_row_top(block.tocsr().astype(np.float32), config.neighbours, first_row=first))
+        first = last
+    if not blocks:
+        return sp.csr_matrix((n_items, n_items), dtype=np.float32)
+    return sp.vstack(blocks, format="csr", dtype=np.float32)
 
 
 def _row_top(matrix: sp.csr_matrix, n: int, first_row: int = 0) -> sp.csr_matrix:
