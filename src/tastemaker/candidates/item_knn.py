@@ -86,10 +86,11 @@ class ItemKNN(CandidateSource):
     def _fit(self, snapshot: Snapshot) -> None:
         cfg = self.config
         if cfg.similarity in ("rp3", "sequence"):
-            if cfg.similarity == "rp3":
-                found = rp3_similarity(snapshot.matrix, cfg.rp3_alpha, cfg.rp3_beta, cfg.neighbours)
-            else:
-                found = sequence_similarity(snapshot, cfg)
+            found = (
+                rp3_similarity(snapshot.matrix, cfg.rp3_alpha, cfg.rp3_beta, cfg.neighbours)
+                if cfg.similarity == "rp3"
+                else sequence_similarity(snapshot, cfg)
+            )
             found.sort_indices()  # rows in column order: ``because`` looks pairs up by search
             self.similarity = found
             return

@@ -212,10 +212,15 @@ class CandidateGenerator(CandidateSource):
         return merged.items, key.astype(np.float32)
 
     @property
-    def item_to_item(self) -> ItemKNN | None:
+    def item_to_item_name(self) -> str | None:
         """The first of :data:`ITEM_TO_ITEM` this generator has, or None."""
-        found = next((self.sources[name] for name in ITEM_TO_ITEM if name in self.sources), None)
-        return found  # type: ignore[return-value]
+        return next((name for name in ITEM_TO_ITEM if name in self.sources), None)
+
+    @property
+    def item_to_item(self) -> ItemKNN | None:
+        """The source :attr:`item_to_item_name` names, or None."""
+        name = self.item_to_item_name
+        return None if name is None else self.sources[name]  # type: ignore[return-value]
 
     def because(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """For ``items`` (one row per user, -1 padded), the history item the item-to-item source
@@ -271,7 +276,7 @@ class CandidateGenerator(CandidateSource):
             for i in range(0, max(len(users), 1), _MERGE_ROWS)
         ]  # fmt: skip
         merged = chunks[0] if len(chunks) == 1 else _concat(chunks)
-        reasoner = next((name for name in ITEM_TO_ITEM if name in names), None)
+        reasoner = self.item_to_item_name
         if not seeds or reasoner is None:
             return merged
         proposed = merged.ranks[:, :, names.index(reasoner)] >= 0

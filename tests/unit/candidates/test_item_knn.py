@@ -166,6 +166,17 @@ def test_a_small_request_summed_by_hand_equals_the_sparse_product(
     assert np.array_equal(by_hand[0][distinct], by_scipy[0][distinct])
 
 
+def assert_keeps_each_rows_largest(got: sp.csr_matrix, expected: np.ndarray, neighbours: int) -> None:
+    """Each row of ``got`` holds the ``neighbours`` largest positive entries of ``expected``'s row (ties may pick
+    either item), exact where kept."""
+    for item in range(expected.shape[0]):
+        row = got[item].toarray().ravel()
+        kept = np.flatnonzero(row)
+        best = np.sort(expected[item][expected[item] > 0])[::-1][:neighbours]
+        np.testing.assert_allclose(np.sort(row[kept])[::-1], best, rtol=1e-5)
+        np.testing.assert_allclose(row[kept], expected[item, kept], rtol=1e-5)
+
+
 def rp3_dense(x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
     """RP3β by its definition: P(item → user)^α · P(user → item)^α summed over users, over popularity^β."""
     to_user = (x / np.maximum(x.sum(axis=0), 1)).T ** alpha
@@ -190,13 +201,7 @@ def test_rp3_keeps_each_items_largest_walk_probabilities(
     expected = rp3_dense(x, alpha, beta)
     assert got.shape == expected.shape and got.dtype == np.float32
     assert got.diagonal().sum() == 0 and got[11].nnz == 0 and got[:, 11].nnz == 0
-    for item in range(x.shape[1]):
-        row = got[item].toarray().ravel()
-        kept = np.flatnonzero(row)
-        best = np.sort(expected[item][expected[item] > 0])[::-1][:neighbours]
-        # the kept values are the row's largest (ties may pick either item) and are exact where kept
-        np.testing.assert_allclose(np.sort(row[kept])[::-1], best, rtol=1e-5)
-        np.testing.assert_allclose(row[kept], expected[item, kept], rtol=1e-5)
+    assert_keeps_each_rows_largest(got, expected, neighbours)
 
 
 def test_rp3_beta_moves_neighbours_towards_the_long_tail() -> None:
@@ -257,12 +262,7 @@ def test_sequence_similarity_counts_pairs_near_each_other_in_each_history(
     expected = np.zeros_like(expected_by_name)
     expected[np.ix_(index, index)] = expected_by_name
     assert got.dtype == np.float32 and got.diagonal().sum() == 0
-    for item in range(25):
-        row = got[item].toarray().ravel()
-        kept = np.flatnonzero(row)
-        best = np.sort(expected[item][expected[item] > 0])[::-1][:neighbours]
-        np.testing.assert_allclose(np.sort(row[kept])[::-1], best, rtol=1e-5)
-        np.testing.assert_allclose(row[kept], expected[item, kept], rtol=1e-5)
+    assert_keeps_each_rows_largest(got, expected, neighbours)
 
 
 def test_a_positional_half_life_halves_each_older_items_weight() -> None:
