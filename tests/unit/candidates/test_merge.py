@@ -150,3 +150,27 @@ def test_a_batch_larger_than_one_merge_chunk_equals_its_users_merged_apart(world
         np.testing.assert_array_equal(whole.ranks[part], apart.ranks)
         # a source's float32 scores may round differently in a batch of another size (BLAS blocking)
         np.testing.assert_allclose(whole.scores[part], apart.scores, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("quotas", "reasoner"),
+    [({"item_knn": 30, "sequence": 30, "popular": 10}, "sequence"), ({"item_knn": 30, "popular": 10}, "item_knn"),
+     ({"popular": 10}, None)],
+)  # fmt: skip
+def test_reasons_come_from_sequence_else_item_knn(world: Dataset, quotas: dict[str, int], reasoner: str) -> None:
+    snap = Snapshot.from_dataset(world)
+    gen = CandidateGenerator(MergeConfig(quotas=quotas, total=60)).fit(snap)
+    users = np.arange(4)
+    got = gen.generate(users, exclude=snap.matrix[users], seeds=True)
+    assert gen.item_to_item_name == reasoner
+    if reasoner is None:
+        assert gen.item_to_item is None and got.seed_items is None
+        assert (gen.because(users, got.items) == -1).all()
+        return
+    source = gen.sources[reasoner]
+    assert gen.item_to_item is source
+    # seed items are that source's reasons for its own proposals, and only for them
+    proposed = got.ranks[:, :, got.sources.index(reasoner)] >= 0
+    expected = source.because(users, np.where(proposed, got.items, -1))
+    assert proposed.any() and np.array_equal(got.seed_items, expected)
+    assert (got.seed_items[~proposed] == -1).all()
