@@ -64,7 +64,8 @@ class ItemKNNConfig(ConfigModel):
     rp3_beta: float = Field(default=0.5, ge=0)
     #: ``sequence``: pairs at most this many positions apart in a user's history (ordered by when each pair
     #: began) count, each ``sequence_decay ** (distance - 1)``; a pair where the neighbour came later counts
-    #: ``sequence_forward`` times that; the sum is divided by both items' user counts to ``sequence_power``
+    #: ``sequence_forward`` times that (begun at the same instant: the mean of both ways); the sum is divided by
+    #: both items' user counts to ``sequence_power``
     sequence_window: int = Field(default=20, ge=1)
     sequence_decay: float = Field(default=0.9, gt=0, le=1)
     sequence_forward: float = Field(default=1.0, ge=0)
@@ -242,19 +243,23 @@ def rp3_similarity(matrix: sp.spmatrix, alpha: float, beta: float, neighbours: i
 def sequence_similarity(snapshot: Snapshot, config: ItemKNNConfig) -> sp.csr_matrix:
     """Items near each other in users' histories (see :class:`ItemKNNConfig`'s ``sequence_*``): ``W[i, j]`` sums
     ``decay ** (d - 1)`` over every user who had ``j`` at most ``window`` positions ``d`` after ``i`` (times
-    ``forward``) or before it, divided by ``(users_i · users_j) ** power``; each row keeps its ``neighbours``
-    largest entries. A history is ordered by when each pair began, ties by item index. Rows are built in blocks
-    of items whose pairs number about ``_SEQUENCE_PAIRS``, so memory stays bounded by a block and the kept
-    neighbours, whatever the histories' length."""
+    ``forward``; ``(forward + 1) / 2`` when both began at the same instant) or before it, divided by
+    ``(users_i · users_j) ** power``; each row keeps its ``neighbours`` largest entries. A history is ordered
+    by when each pair began, ties by item index (which sets their distances, not their direction). Rows are
+    built in blocks of items whose pairs number about ``_SEQUENCE_PAIRS``, so memory stays bounded by a block
+    and the kept neighbours, whatever the histories' length."""
     table = snapshot.interactions
     n_items = snapshot.n_items
     users = table["user_idx"].to_numpy(np.int64)
     items = table["item_idx"].to_numpy(np.int64)
-    order = np.lexsort((items, table["timestamp_us"].to_numpy(np.int64), users))
-    users, items = users[order], items[order]
+    when = table["timestamp_us"].to_numpy(np.int64)
+    order = np.lexsort((items, when, users))
+    users, items, when = users[order], items[order], when[order]
     count = np.bincount(items, minlength=n_items).astype(np.float64)
     scale = np.where(count > 0, np.maximum(count, 1.0) ** -config.sequence_power, 0.0)
     window = config.sequence_window
+    # a pair that began at the same instant has no order: it counts the mean of both directions
+    tied = (config.sequence_forward + 1.0) / 2.0
     weight = {d: config.sequence_decay ** (abs(d) - 1) * (config.sequence_forward if d > 0 else 1.0)
               for d in range(-window, window + 1) if d}  # fmt: skip
     at = np.argsort(items, kind="stable")  # every position of item 0, then of item 1, ...
@@ -272,7 +277,8 @@ def sequence_similarity(snapshot: Snapshot, config: ItemKNNConfig) -> sp.csr_mat
             ok[ok] = users[other[ok]] == users[mine[ok]]
             rows.append(items[mine[ok]] - first)
             cols.append(items[other[ok]])
-            values.append(np.full(int(ok.sum()), w))
+            same = when[other[ok]] == when[mine[ok]]
+            values.append(np.where(same, config.sequence_decay ** (abs(d) - 1) * tied, w))
         block = sp.csr_matrix(
             (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(last - first, n_items)
         )  # duplicates (a pair met in several histories) are summed

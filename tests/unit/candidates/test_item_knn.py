@@ -216,18 +216,22 @@ def test_rp3_beta_moves_neighbours_towards_the_long_tail() -> None:
         assert row.argmax() == first
 
 
-def sequence_by_loop(histories: dict[str, list[int]], n_items: int, config: ItemKNNConfig) -> np.ndarray:
-    """The sequence similarity by its definition, one pair of positions at a time."""
+def sequence_by_loop(
+    histories: dict[str, list[tuple[int, int]]], n_items: int, config: ItemKNNConfig
+) -> np.ndarray:
+    """The sequence similarity by its definition, one pair of positions at a time; ``histories`` hold
+    (item, time) in order, and a pair begun at the same time counts the mean of both directions."""
     pairs = np.zeros((n_items, n_items))
     users = np.zeros(n_items)
+    forward, tied = config.sequence_forward, (config.sequence_forward + 1) / 2
     for history in histories.values():
-        users[history] += 1
-        for p, i in enumerate(history):
-            for q, j in enumerate(history):
+        users[[i for i, _ in history]] += 1
+        for p, (i, t) in enumerate(history):
+            for q, (j, u) in enumerate(history):
                 distance = abs(q - p)
                 if 1 <= distance <= config.sequence_window:
                     weight = config.sequence_decay ** (distance - 1)
-                    pairs[i, j] += weight * (config.sequence_forward if q > p else 1.0)
+                    pairs[i, j] += weight * (tied if u == t else forward if q > p else 1.0)
     scale = np.where(users > 0, np.maximum(users, 1) ** -config.sequence_power, 0.0)
     return scale[:, None] * pairs * scale[None, :]
 
@@ -243,12 +247,14 @@ def test_sequence_similarity_counts_pairs_near_each_other_in_each_history(
 ) -> None:  # fmt: skip
     rng = np.random.default_rng(3)
     items = [f"i{j}" for j in range(25)]
-    histories = {f"u{u}": list(rng.choice(25, rng.integers(1, 15), replace=False)) for u in range(40)}
-    # each history's order is when its pairs began (rows given shuffled; one tie broken by item index)
-    rows = [(u, items[i], p * DAY_US) for u, history in histories.items() for p, i in enumerate(history)]
-    rows.append(("tie", items[7], 5))
-    rows.append(("tie", items[2], 5))
-    histories["tie"] = [2, 7]
+    histories = {
+        f"u{u}": [(int(i), p * DAY_US) for p, i in enumerate(rng.choice(25, rng.integers(1, 15), replace=False))]
+        for u in range(40)
+    }
+    # each history's order is when its pairs began (rows given shuffled); items begun at one instant stand in
+    # item-index order (i2 < i5 < i7 by name too) but count the same either way
+    histories["tie"] = [(4, 1), (2, 5), (5, 5), (7, 5), (3, 9)]
+    rows = [(u, items[i], t) for u, history in histories.items() for i, t in history]
     rows = [rows[k] for k in rng.permutation(len(rows))]
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp_us"]).assign(weight=1.0, rating=np.nan)
     inter["last_timestamp_us"] = inter["timestamp_us"]
