@@ -89,7 +89,9 @@ class MergeConfig(ConfigModel):
     depth: float = Field(default=5.0, ge=1.0)
     #: ``quota``: interleave by rank / quota; ``fusion``: order by reciprocal-rank fusion weighted by quota
     rule: Literal["quota", "fusion"] = "fusion"
-    fusion_k: float = Field(default=60.0, gt=0)
+    #: the fusion's rank offset: larger flattens it (a source's 200th counts more against its 1st), so more
+    #: items several sources propose outrank one source's head; 200 chose on validation (docs/EVALUATION.md)
+    fusion_k: float = Field(default=200.0, gt=0)
     #: under ``fusion``, each source's first ``reserve × quota`` items are placed before all others
     reserve: float = Field(default=0.1, ge=0, le=1)
 
