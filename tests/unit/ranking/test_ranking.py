@@ -175,6 +175,28 @@ def test_every_recommended_item_carries_its_source_and_a_readable_reason(snap: S
                 assert reason.removeprefix("because you liked ") in history
 
 
+def test_similar_items_are_the_item_to_item_sources_neighbours_else_als_cosine(snap: Snapshot) -> None:
+    items = np.array([0, 5, 17])
+    for quotas, reader in [({"als": 40, "sequence": 40, "item_knn": 20}, "sequence"),
+                           ({"als": 40, "item_knn": 40}, "item_knn"), ({"als": 40, "popular": 20}, "als")]:  # fmt: skip
+        config = EngineConfig(merge=MergeConfig(quotas=quotas, total=80), ranker=RankerConfig(max_rounds=10))
+        engine = Engine(config, seed=3).fit(snap)
+        got, scores = engine.similar(items, 8)
+        if reader == "als":
+            factors = np.asarray(engine.generator.sources["als"].item_factors, dtype=np.float64)
+            unit = factors / np.maximum(np.linalg.norm(factors, axis=1, keepdims=True), 1e-12)
+            expected = unit[items] @ unit.T
+        else:
+            expected = engine.generator.sources[reader].similarity[items].toarray()
+        expected[np.arange(len(items)), items] = -np.inf  # an item is not its own neighbour
+        for row in range(len(items)):
+            kept = got[row][got[row] >= 0]
+            assert len(kept) and items[row] not in kept
+            best = np.sort(expected[row][expected[row] > (0 if reader != "als" else -np.inf)])[::-1][: len(kept)]
+            np.testing.assert_allclose(scores[row][: len(kept)], best, rtol=1e-4)
+            np.testing.assert_allclose(expected[row][kept], best, rtol=1e-4)
+
+
 def test_a_pair_repeated_after_the_users_cut_keeps_only_its_first_time(snap: Snapshot) -> None:
     table = snap.interactions
     user = int(table["user_idx"].iloc[0])
