@@ -1,9 +1,13 @@
 """Merge: every source proposes up to its quota, duplicates collapse, and each candidate keeps its provenance.
 
-The merged order interleaves sources in proportion to their quotas: an item's key is its best
+By default (``rule = "fusion"``) the merged order is reciprocal-rank fusion weighted by quota: an item's key
+is the sum, over the sources that proposed it, of ``quota / (fusion_k + rank)`` (shares of the quotas'
+sum), and each source's first ``reserve × quota`` items go before all others, so every source is heard.
+Under ``rule = "quota"`` sources interleave in proportion to their quotas: an item's key is its best
 ``rank / quota`` over the sources that proposed it, so source A's 10th of 200 and source B's 5th of 100
-tie. Every source's first ``quota`` items (key < 1) come before any item past a quota; sources propose
-``depth × quota`` items, so where they agree (duplicates collapse) the list still fills to ``total``.
+tie, and every source's first ``quota`` items (key < 1) come before any item past a quota. Either way
+sources propose ``depth × quota`` items, so where they agree (duplicates collapse) the list still fills to
+``total``.
 Provenance is kept per (candidate, source) — score and rank, ``NaN`` / -1 where the source did not
 propose it — and becomes the ranker's features in the next layer, with ``seed_items`` on request (the
 item-to-item source's "because you liked X": ``sequence`` by default, else ``item_knn``).
@@ -90,7 +94,7 @@ class MergeConfig(ConfigModel):
     #: ``quota``: interleave by rank / quota; ``fusion``: order by reciprocal-rank fusion weighted by quota
     rule: Literal["quota", "fusion"] = "fusion"
     #: the fusion's rank offset: larger flattens it (a source's 200th counts more against its 1st), so more
-    #: items several sources propose outrank one source's head; 200 chose on validation (docs/EVALUATION.md)
+    #: items several sources propose outrank one source's head; 200 was chosen on validation (docs/EVALUATION.md)
     fusion_k: float = Field(default=200.0, gt=0)
     #: under ``fusion``, each source's first ``reserve × quota`` items are placed before all others
     reserve: float = Field(default=0.1, ge=0, le=1)
