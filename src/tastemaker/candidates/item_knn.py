@@ -74,7 +74,8 @@ class ItemKNNConfig(ConfigModel):
     recent_items: int = Field(default=500, ge=1)
     #: None weighs every recent item alike; a number halves an item's weight per this many days of age
     half_life_days: float | None = Field(default=None, gt=0)
-    #: None, or halve an item's weight per this many newer items the user has (position, not time)
+    #: None, or halve an item's weight per this many newer items the user has (position, not time; items begun
+    #: at one instant count as one position)
     half_life_items: float | None = Field(default=None, gt=0)
 
 
@@ -170,7 +171,12 @@ class ItemKNN(CandidateSource):
             age_days = (when[first[row]] - when) / _DAY_US
             weight = weight * 0.5 ** (age_days / self.config.half_life_days)
         if self.config.half_life_items is not None:
-            weight = weight * 0.5 ** ((np.arange(len(row)) - first[row]) / self.config.half_life_items)
+            # items begun at one instant share a position: that of the first of them (as many newer items)
+            at = np.arange(len(row))
+            new = np.ones(len(row), bool)
+            new[1:] = (row[1:] != row[:-1]) | (when[1:] != when[:-1])
+            position = np.maximum.accumulate(np.where(new, at, 0)) - first[row]
+            weight = weight * 0.5 ** (position / self.config.half_life_items)
         indptr = row_pointers(np.bincount(row[keep], minlength=len(users)))
         return Rows(indptr, col[keep], weight[keep].astype(np.float32), (len(users), width))
 

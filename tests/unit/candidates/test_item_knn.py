@@ -271,6 +271,15 @@ def test_sequence_similarity_counts_pairs_near_each_other_in_each_history(
     assert_keeps_each_rows_largest(got, expected, neighbours)
 
 
+def test_items_begun_at_one_instant_share_their_positional_weight() -> None:
+    # t took b and d at the same instant, a before them: a has two newer items, b and d none
+    base = [("u1", "a", 0), ("u1", "b", 0), ("u2", "c", 0), ("u2", "d", 0)]
+    snap = snapshot([*base, ("t", "a", 0), ("t", "d", 5 * DAY_US), ("t", "b", 5 * DAY_US)])
+    knn = ItemKNN(ItemKNNConfig(similarity="cosine", half_life_items=1.0)).fit(snap)
+    weights = knn.recent_weights(knn.user_index("t")).toarray()[0]
+    np.testing.assert_allclose(weights[snap.item_index(["a", "b", "d"])], [0.25, 1, 1])
+
+
 def test_a_positional_half_life_halves_each_older_items_weight() -> None:
     # t saw a, then c ten days later: with a half-life of one item, a (one newer item) weighs half of c
     snap = two_pairs()
