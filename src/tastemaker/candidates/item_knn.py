@@ -74,7 +74,7 @@ class ItemKNNConfig(ConfigModel):
     recent_items: int = Field(default=500, ge=1)
     #: None weighs every recent item alike; a number halves an item's weight per this many days of age
     half_life_days: float | None = Field(default=None, gt=0)
-    #: None, or halve an item's weight per this many newer items the user has (position, not time; items begun
+    #: None, or halve an item's weight per this many newer items the user has (position, not time; items last taken
     #: at one instant count as one position)
     half_life_items: float | None = Field(default=None, gt=0)
 
@@ -171,7 +171,7 @@ class ItemKNN(CandidateSource):
             age_days = (when[first[row]] - when) / _DAY_US
             weight = weight * 0.5 ** (age_days / self.config.half_life_days)
         if self.config.half_life_items is not None:
-            # items begun at one instant share a position: that of the first of them (as many newer items)
+            # items last taken at one instant share a position: that of the first of them (as many newer items)
             at = np.arange(len(row))
             new = np.ones(len(row), bool)
             new[1:] = (row[1:] != row[:-1]) | (when[1:] != when[:-1])
