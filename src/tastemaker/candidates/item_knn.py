@@ -266,8 +266,7 @@ def sequence_similarity(snapshot: Snapshot, config: ItemKNNConfig) -> sp.csr_mat
     window = config.sequence_window
     # a pair that began at the same instant has no order: it counts the mean of both directions
     tied = (config.sequence_forward + 1.0) / 2.0
-    weight = {d: config.sequence_decay ** (abs(d) - 1) * (config.sequence_forward if d > 0 else 1.0)
-              for d in range(-window, window + 1) if d}  # fmt: skip
+    distances = [d for d in range(-window, window + 1) if d]
     at = np.argsort(items, kind="stable")  # every position of item 0, then of item 1, ...
     starts = np.concatenate([[0], np.cumsum(count).astype(np.int64)])
     blocks, first = [], 0
@@ -277,14 +276,14 @@ def sequence_similarity(snapshot: Snapshot, config: ItemKNNConfig) -> sp.csr_mat
         last = min(last, n_items)
         mine = at[starts[first] : starts[last]]
         rows, cols, values = [], [], []
-        for d, w in weight.items():
+        for d in distances:
             other = mine + d
             ok = (other >= 0) & (other < len(items))
             ok[ok] = users[other[ok]] == users[mine[ok]]
             rows.append(items[mine[ok]] - first)
             cols.append(items[other[ok]])
-            same = when[other[ok]] == when[mine[ok]]
-            values.append(np.where(same, config.sequence_decay ** (abs(d) - 1) * tied, w))
+            direction = np.where(when[other[ok]] == when[mine[ok]], tied, config.sequence_forward if d > 0 else 1.0)
+            values.append(config.sequence_decay ** (abs(d) - 1) * direction)
         block = sp.csr_matrix(
             (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(last - first, n_items)
         )  # duplicates (a pair met in several histories) are summed

@@ -271,7 +271,7 @@ def test_sequence_similarity_counts_pairs_near_each_other_in_each_history(
     assert_keeps_each_rows_largest(got, expected, neighbours)
 
 
-def test_items_begun_at_one_instant_share_their_positional_weight() -> None:
+def test_items_last_taken_at_one_instant_share_their_positional_weight() -> None:
     # t took b and d at the same instant, a before them: a has two newer items, b and d none
     base = [("u1", "a", 0), ("u1", "b", 0), ("u2", "c", 0), ("u2", "d", 0)]
     snap = snapshot([*base, ("t", "a", 0), ("t", "d", 5 * DAY_US), ("t", "b", 5 * DAY_US)])
