@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,7 @@ from tastemaker.errors import ConfigError, UnknownNameError
 if TYPE_CHECKING:
     from tastemaker.candidates.item_knn import ItemKNN
 
-__all__ = ["SOURCES", "CandidateGenerator", "Candidates", "MergeConfig"]
+__all__ = ["SOURCES", "CandidateGenerator", "Candidates", "MergeConfig", "make_source"]
 
 
 def _sources() -> dict[str, Callable[[int], CandidateSource]]:
@@ -98,6 +98,9 @@ class MergeConfig(ConfigModel):
     fusion_k: float = Field(default=200.0, gt=0)
     #: under ``fusion``, each source's first ``reserve × quota`` items are placed before all others
     reserve: float = Field(default=0.1, ge=0, le=1)
+    #: per source, fields of its config set over its defaults, e.g. ``{"sequence": {"half_life_items": 20}}``
+    #: (``[merge.settings.sequence]`` in TOML); checked against the source's config when this config is made
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("quotas")
     @classmethod
@@ -110,6 +113,29 @@ class MergeConfig(ConfigModel):
         if not quotas:
             raise ValueError("at least one source needs a quota")
         return quotas
+
+    @field_validator("settings")
+    @classmethod
+    def _settable(cls, settings: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, fields in settings.items():
+            make_source(name, 0, fields)  # an unknown source or a field its config refuses: a clear error now
+        return settings
+
+
+def make_source(name: str, seed: int, settings: dict[str, Any] | None = None) -> CandidateSource:
+    """An unfitted source of :data:`SOURCES` by name, with ``settings`` set over its config's defaults."""
+    if name not in SOURCES:
+        raise UnknownNameError("candidate source", name, list(SOURCES))
+    source = SOURCES[name](seed)
+    if settings:
+        config: Any = getattr(source, "config", None)
+        if config is None:
+            raise ConfigError(f"candidate source {name!r} has no settings to set; got {sorted(settings)}")
+        try:
+            source.config = type(config).from_dict({**config.model_dump(), **settings})  # type: ignore[attr-defined]
+        except ConfigError as exc:
+            raise ConfigError(f"merge.settings.{name}: {exc}") from None
+    return source
 
 
 @dataclass(frozen=True)
@@ -155,7 +181,7 @@ class CandidateGenerator(CandidateSource):
         sources, skipped = {}, {}
         active = int((np.diff(snapshot.matrix.tocsc().indptr) > 0).sum())  # what sizes EASE's matrix
         for name in self.config.quotas:
-            source = given.get(name) or SOURCES[name](self.seed)
+            source = given.get(name) or make_source(name, self.seed, self.config.settings.get(name))
             limit = getattr(getattr(source, "config", None), "max_items", None)
             if limit is not None and active > limit:
                 skipped[name] = f"{active:,} items with interactions is above its limit of {limit:,}"

@@ -109,6 +109,20 @@ def test_unknown_sources_and_empty_quotas_are_refused() -> None:
         MergeConfig.from_dict({"quotas": {}})
 
 
+def test_settings_set_a_sources_config_over_its_defaults_and_bad_ones_are_refused() -> None:
+    config = MergeConfig(quotas={"sequence": 10, "popular": 5}, settings={"sequence": {"half_life_items": None}})
+    gen = CandidateGenerator(config).fit(tiny())
+    assert gen.sources["sequence"].config.half_life_items is None  # type: ignore[attr-defined]
+    assert gen.sources["sequence"].config.similarity == "sequence"  # the rest of its config stays
+    assert CandidateGenerator().fit(tiny()).sources["sequence"].config.half_life_items == 5.0  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="unknown candidate source 'sequense'"):
+        MergeConfig.from_dict({"settings": {"sequense": {"half_life_items": 2}}})
+    with pytest.raises(ConfigError, match="merge.settings.sequence: invalid ItemKNNConfig: half_life_item"):
+        MergeConfig.from_dict({"settings": {"sequence": {"half_life_item": 2}}})
+    with pytest.raises(ConfigError, match="merge.settings.ease: invalid EASEConfig: l2: Input should be greater"):
+        MergeConfig.from_dict({"settings": {"ease": {"l2": -1}}})
+
+
 @pytest.fixture(scope="module")
 def world() -> Dataset:
     return generate(SyntheticConfig(n_users=300, n_items=400, seed=3))
