@@ -8,7 +8,10 @@
 For each protocol, the outer split's train side becomes a dataset of its own, which the same protocol
 splits again (train' / validation); every grid point is fitted on train' and scored on validation by
 nDCG@k (or ``--metric``). A point's score is its mean metric relative to the best point of each
-protocol, so both protocols weigh the same. The test side of the outer split is never read.
+protocol, so both protocols weigh the same. The test side of the outer split is never read. The engine, the
+merge (``candidates``) and each source start from what the engine holds under each protocol
+(``engine_config``: e.g. under ``recommenders`` the sequence source reads the whole history); a grid's
+fields are set over that.
 """
 
 from __future__ import annotations
@@ -75,6 +78,10 @@ def main() -> None:
             values = base.config.model_dump()
             if args.source == "engine":  # the engine as the harness builds it under this protocol (k-item lists)
                 values = {**engine_config(protocol).model_dump(by_alias=True), "list_length": args.k}
+            elif args.source == "candidates":  # the merge, and a source, as the engine holds it under this protocol
+                values = engine_config(protocol).merge.model_dump()
+            elif args.source in engine_config(protocol).merge.settings:
+                values = {**values, **engine_config(protocol).merge.settings[args.source]}
             for key, value in point.items():  # "quotas.als" sets values["quotas"]["als"]
                 *path, last = key.split(".")
                 target = values
