@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 from threadpoolctl import threadpool_limits
 
 from tastemaker.candidates.base import CandidateSource, History, sparse_top_n, top_n
-from tastemaker.candidates.merge import SOURCES, CandidateGenerator, Candidates, MergeConfig
+from tastemaker.candidates.merge import CandidateGenerator, Candidates, MergeConfig, make_source
 from tastemaker.config import ConfigModel
 from tastemaker.data.snapshot import Snapshot
 from tastemaker.errors import ConfigError
@@ -136,7 +136,7 @@ class Engine(CandidateSource):
         continues from the inner factors."""
         if self.config.serve != "refit":
             return CandidateGenerator(merge, seed=self.seed)
-        sources = {name: SOURCES[name](self.seed) for name in merge.quotas}
+        sources = {name: make_source(name, self.seed, merge.settings.get(name)) for name in merge.quotas}
         sources = {name: s.first_part() if hasattr(s, "first_part") else s for name, s in sources.items()}
         return CandidateGenerator(merge, seed=self.seed, sources=sources)
 

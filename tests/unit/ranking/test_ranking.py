@@ -175,6 +175,26 @@ def test_every_recommended_item_carries_its_source_and_a_readable_reason(snap: S
                 assert reason.removeprefix("because you liked ") in history
 
 
+def test_the_ranker_trains_on_sources_set_as_the_served_ones(snap: Snapshot, monkeypatch: pytest.MonkeyPatch) -> None:
+    # merge.settings reach every generator the engine fits: the inner windows' (the ranker's training
+    # features) as well as the served one, or the ranker would learn one source and be served another
+    fitted: list[dict[str, object]] = []
+    fit = CandidateGenerator._fit
+
+    def recording(self: CandidateGenerator, snapshot: Snapshot) -> None:
+        fit(self, snapshot)
+        fitted.append({name: source.config for name, source in self.sources.items()})  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(CandidateGenerator, "_fit", recording)
+    merge = MergeConfig(quotas={"als": 40, "sequence": 40}, total=80, settings={"sequence": {"half_life_items": None}})
+    for serve in ("refit", "fold-in"):
+        fitted.clear()
+        config = EngineConfig(merge=merge, ranker=RankerConfig(max_rounds=5), split=SplitConfig(windows=2), serve=serve)
+        Engine(config, seed=3).fit(snap)
+        assert len(fitted) == (3 if serve == "refit" else 2)  # two windows, and the refit served sources
+        assert all(sources["sequence"].half_life_items is None for sources in fitted)  # type: ignore[attr-defined]
+
+
 def test_similar_items_are_the_item_to_item_sources_neighbours_else_als_cosine(snap: Snapshot) -> None:
     items = np.array([0, 5, 17])
     for quotas, reader in [({"als": 40, "sequence": 40, "item_knn": 20}, "sequence"),
