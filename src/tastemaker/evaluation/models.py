@@ -29,6 +29,9 @@ MODELS: dict[str, Callable[[int], CandidateSource]] = {
 #: the engine trains its ranker on an inner split of the train side shaped like the protocol's own split
 INNER_SPLIT = {"recommenders": "random", "temporal": "newest", "leave-last": "newest", "global-time": "newest"}
 
+#: source settings the engine (and each source evaluated alone) takes under a split without time
+RANDOM_SPLIT_SOURCES: dict[str, dict[str, object]] = {"sequence": {"recent_items": 500, "half_life_items": None}}
+
 
 def engine_config(protocol: str | None = None) -> EngineConfig:
     """The engine as the harness evaluates it under ``protocol`` (each choice made on validation splits with
@@ -52,9 +55,6 @@ def engine_config(protocol: str | None = None) -> EngineConfig:
     merge = MergeConfig(settings=RANDOM_SPLIT_SOURCES if split.kind == "random" else {})
     return EngineConfig(split=split, labels=labels, features=features, merge=merge)
 
-
-#: source settings the engine (and each source evaluated alone) takes under a split without time
-RANDOM_SPLIT_SOURCES: dict[str, dict[str, object]] = {"sequence": {"recent_items": 500, "half_life_items": None}}
 
 
 def _engine(seed: int, protocol: str | None = None, *, rerank: bool = True, k: int | None = None) -> CandidateSource:
