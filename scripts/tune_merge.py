@@ -6,7 +6,8 @@
 
 Every source is fitted once per protocol on the inner train side (see tune_sources.py for the carving;
 the outer test side is never read); each ``--config`` (a JSON object over ``MergeConfig``'s defaults) is
-then only a different merge of the same source lists. Prints each single source's recall too, because
+then only a different merge of the same source lists; the sources and the defaults are the engine's under
+each protocol (``engine_config``). Prints each single source's recall too, because
 the merged set is only worth its cost if it beats every source alone.
 """
 
@@ -22,6 +23,7 @@ from tastemaker.candidates.merge import CandidateGenerator, MergeConfig
 from tastemaker.data import Snapshot, load_dataset
 from tastemaker.data.splits import evaluation_pairs, split
 from tastemaker.evaluation.harness import _relevance
+from tastemaker.evaluation.models import engine_config
 from tastemaker.metrics import offline as m
 
 
@@ -45,12 +47,15 @@ def main() -> None:
         def recall(ids: np.ndarray, relevant=relevant) -> float:
             return round(float(np.mean(m.recall(m.hits(ids, relevant), relevant))), 4)
 
-        gen = CandidateGenerator().fit(snap)
+        held = engine_config(protocol).merge  # the merge, and its sources' settings, as the engine holds them
+        gen = CandidateGenerator(held).fit(snap)
         for name, source in gen.sources.items():
             ids, _ = source.candidates(idx, args.depth, exclude=snap.matrix[idx])
             print(f"{protocol} source {name}: recall@{args.depth} {recall(ids)}")
         for config in configs:
-            gen.config = MergeConfig.from_dict({**MergeConfig().model_dump(), **config})
+            if "settings" in config:  # the sources are fitted once, above: their settings cannot change here
+                raise SystemExit("--config cannot set settings: sources are fitted once (tune_sources.py refits)")
+            gen.config = MergeConfig.from_dict({**held.model_dump(), **config})
             merged = gen.generate(idx, exclude=snap.matrix[idx], total=args.depth).items
             print(f"{protocol} merge {json.dumps(config)}: recall@{args.depth} {recall(merged)}", flush=True)
 

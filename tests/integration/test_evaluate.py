@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tastemaker.candidates.merge import SOURCES
 from tastemaker.data import Dataset, SyntheticConfig, generate
 from tastemaker.errors import UnknownNameError
 from tastemaker.evaluation import evaluate, make_model
-from tastemaker.evaluation.models import engine_config
 
 from ..conftest import FIXTURES, MOVIELENS_SMALL, ROOT, needs_movielens
 
@@ -87,16 +87,18 @@ def test_a_tampered_result_is_caught_by_the_recompute_script(small_world: Datase
     assert done.returncode == 1 and "MISMATCH" in done.stdout
 
 
-@pytest.mark.parametrize(("protocol", "half_life"), [("recommenders", None), ("temporal", 5.0), (None, 5.0)])
-def test_a_source_alone_is_evaluated_as_the_engine_holds_it(protocol: str | None, half_life: float | None) -> None:
+@pytest.mark.parametrize("protocol", ["recommenders", "temporal", None])
+def test_a_source_alone_is_evaluated_as_the_engine_holds_it(protocol: str | None) -> None:
     # a random split has no "next": there the engine's sequence source reads the whole history, and so does
     # the sequence model it is compared with, and the merge evaluated as ``candidates``
+    whole = {"sequence": {"recent_items": 500, "half_life_items": None}}
     engine = make_model("engine", 1, protocol).config  # type: ignore[attr-defined]
-    assert engine.merge.settings == engine_config(protocol).merge.settings
-    assert (engine.merge.settings.get("sequence", {}).get("half_life_items", 5.0)) == half_life
-    assert make_model("sequence", 1, protocol).config.half_life_items == half_life  # type: ignore[attr-defined]
+    assert engine.merge.settings == (whole if protocol == "recommenders" else {})
+    sequence = make_model("sequence", 1, protocol).config  # type: ignore[attr-defined]
+    assert sequence.half_life_items == (None if protocol == "recommenders" else 5.0)
+    assert sequence.recent_items == (500 if protocol == "recommenders" else 50)
     assert make_model("candidates", 1, protocol).config == engine.merge  # type: ignore[attr-defined]
-    assert make_model("item_knn", 1, protocol).config.half_life_items is None  # type: ignore[attr-defined]
+    assert make_model("ease", 1, protocol).config == SOURCES["ease"](1).config  # type: ignore[attr-defined]
 
 
 def test_an_unknown_model_fails_before_any_work(small_world: Dataset) -> None:

@@ -20,6 +20,7 @@ quotas, so a new user still gets ``total`` candidates, steered by onboarding att
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from tastemaker.candidates.base import CandidateSource, History, take_rows
 from tastemaker.config import ConfigModel
@@ -117,25 +118,39 @@ class MergeConfig(ConfigModel):
     @field_validator("settings")
     @classmethod
     def _settable(cls, settings: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Each source's settings as its config reads them (``"20"`` becomes 20.0, so equal settings hash
+        alike); an unknown source, a field its config refuses or a value its constructor refuses fails here."""
+        parsed = {}
         for name, fields in settings.items():
-            make_source(name, 0, fields)  # an unknown source or a field its config refuses: a clear error now
-        return settings
+            config = make_source(name, 0, fields).config  # type: ignore[attr-defined]
+            parsed[name] = {field: getattr(config, field) for field in fields}
+        return parsed
+
+    @model_validator(mode="after")
+    def _set_sources_have_quotas(self) -> MergeConfig:
+        unused = sorted(set(self.settings) - set(self.quotas))
+        if unused:
+            raise ValueError(f"settings for {unused}, which have no quota: give them one, or drop their settings")
+        return self
 
 
 def make_source(name: str, seed: int, settings: dict[str, Any] | None = None) -> CandidateSource:
-    """An unfitted source of :data:`SOURCES` by name, with ``settings`` set over its config's defaults."""
+    """An unfitted source of :data:`SOURCES` by name, built with ``settings`` set over its config's defaults."""
     if name not in SOURCES:
         raise UnknownNameError("candidate source", name, list(SOURCES))
     source = SOURCES[name](seed)
-    if settings:
-        config: Any = getattr(source, "config", None)
-        if config is None:
-            raise ConfigError(f"candidate source {name!r} has no settings to set; got {sorted(settings)}")
-        try:
-            source.config = type(config).from_dict({**config.model_dump(), **settings})  # type: ignore[attr-defined]
-        except ConfigError as exc:
-            raise ConfigError(f"merge.settings.{name}: {exc}") from None
-    return source
+    if not settings:
+        return source
+    config: Any = getattr(source, "config", None)
+    if config is None:
+        raise ConfigError(f"candidate source {name!r} has no settings to set; got {sorted(settings)}")
+    try:
+        config = type(config).from_dict({**config.model_dump(), **settings})
+        kind: Any = type(source)
+        # built anew (not the config swapped in), so whatever the source's constructor checks is checked
+        return kind(config, seed=seed) if "seed" in inspect.signature(kind).parameters else kind(config)
+    except ConfigError as exc:
+        raise ConfigError(f"merge.settings.{name}: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,6 @@ def engine_config(protocol: str | None = None) -> EngineConfig:
     return EngineConfig(split=split, labels=labels, features=features, merge=merge)
 
 
-
 def _engine(seed: int, protocol: str | None = None, *, rerank: bool = True, k: int | None = None) -> CandidateSource:
     from tastemaker.ranking import Engine
     from tastemaker.reranking import RerankConfig

