@@ -53,6 +53,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--also", default="", help="other metrics to print beside it, e.g. diversity,coverage,gini")
     parser.add_argument(
+        "--split-seed", type=int, default=42,
+        help="the outer split's seed (the harness's is 42): another carves another train side, and validation from it",
+    )  # fmt: skip
+    parser.add_argument(
         "--seeds", type=int, default=1,
         help="fit each point with this many model seeds (42, 43, ...) and average: steadier for noisy models",
     )  # fmt: skip
@@ -104,7 +108,7 @@ def main() -> None:
     extra: dict[str, list[dict[str, float]]] = {}
     for protocol in protocols:
         register(protocol)
-        inner = train_side(dataset, protocol, 42)
+        inner = train_side(dataset, protocol, args.split_seed)
         names = [f"grid{i}s{j}" for i in range(len(points)) for j in range(args.seeds)]
         result = evaluate(inner, protocol, names, k=args.k, recall_at=depth)
         table[protocol] = [
