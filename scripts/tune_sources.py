@@ -11,7 +11,9 @@ nDCG@k (or ``--metric``). A point's score is its mean metric relative to the bes
 protocol, so both protocols weigh the same. The test side of the outer split is never read. The engine, the
 merge (``candidates``) and each source start from what the engine holds under each protocol
 (``engine_config``: e.g. under ``recommenders`` the sequence source reads the whole history); a grid's
-fields are set over that.
+fields are set over that. ``--split-seed`` (repeatable) carves the train side from other outer splits and
+averages over them: under ``recommenders`` one split's validation reads the engine against EASE 2–4% apart
+from another's (docs/EVALUATION.md).
 """
 
 from __future__ import annotations
@@ -53,8 +55,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--also", default="", help="other metrics to print beside it, e.g. diversity,coverage,gini")
     parser.add_argument(
-        "--split-seed", type=int, default=42,
-        help="the outer split's seed (the harness's is 42): another carves another train side, and validation from it",
+        "--split-seed", type=int, action="append", default=None,
+        help="the outer split's seed (default 42, the harness's); repeat it to average over several train sides "
+        "(one split's users move a figure by ~2%: docs/EVALUATION.md)",
     )  # fmt: skip
     parser.add_argument(
         "--seeds", type=int, default=1,
@@ -106,20 +109,21 @@ def main() -> None:
     table = {}
     also = [name for name in args.also.split(",") if name]
     extra: dict[str, list[dict[str, float]]] = {}
+    split_seeds = args.split_seed or [42]
     for protocol in protocols:
         register(protocol)
-        inner = train_side(dataset, protocol, args.split_seed)
         names = [f"grid{i}s{j}" for i in range(len(points)) for j in range(args.seeds)]
-        result = evaluate(inner, protocol, names, k=args.k, recall_at=depth)
-        table[protocol] = [
-            float(np.mean([result["models"][f"grid{i}s{j}"][metric] for j in range(args.seeds)]))
-            for i in range(len(points))
-        ]
-        extra[protocol] = [
-            {name: float(np.mean([result["models"][f"grid{i}s{j}"][name] for j in range(args.seeds)])) for name in also}
-            for i in range(len(points))
-        ]
-        print(f"{protocol}: validation users {result['n_users_evaluated']}")
+        results = []
+        for split_seed in split_seeds:  # each point's mean over the outer splits and the model seeds
+            inner = train_side(dataset, protocol, split_seed)
+            results.append(evaluate(inner, protocol, names, k=args.k, recall_at=depth))
+            print(f"{protocol} (split seed {split_seed}): validation users {results[-1]['n_users_evaluated']}")
+
+        def mean(point: int, name: str, results: list = results) -> float:
+            return float(np.mean([r["models"][f"grid{point}s{j}"][name] for r in results for j in range(args.seeds)]))
+
+        table[protocol] = [mean(i, metric) for i in range(len(points))]
+        extra[protocol] = [{name: mean(i, name) for name in also} for i in range(len(points))]
     relative = np.mean([np.array(v) / max(v) for v in table.values()], axis=0)
     rows = sorted(range(len(points)), key=lambda i: -relative[i])
     for i in rows:
