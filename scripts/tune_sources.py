@@ -81,14 +81,13 @@ def main() -> None:
     config_type = type(base.config)
 
     def register(protocol: str) -> None:
+        held = engine_config(protocol)  # the engine, its merge and its sources as the harness holds them here
         for i, point in enumerate(points):
-            values = base.config.model_dump()
-            if args.source == "engine":  # the engine as the harness builds it under this protocol (k-item lists)
-                values = {**engine_config(protocol).model_dump(by_alias=True), "list_length": args.k}
-            elif args.source == "candidates":  # the merge, and a source, as the engine holds it under this protocol
-                values = engine_config(protocol).merge.model_dump()
-            elif args.source in engine_config(protocol).merge.settings:
-                values = {**values, **engine_config(protocol).merge.settings[args.source]}
+            values = {**base.config.model_dump(), **held.merge.settings.get(args.source, {})}
+            if args.source == "engine":  # k-item lists, as the harness scores them
+                values = {**held.model_dump(by_alias=True), "list_length": args.k}
+            elif args.source == "candidates":
+                values = held.merge.model_dump()
             for key, value in point.items():  # "quotas.als" sets values["quotas"]["als"]
                 *path, last = key.split(".")
                 target = values

@@ -100,7 +100,8 @@ class MergeConfig(ConfigModel):
     #: under ``fusion``, each source's first ``reserve × quota`` items are placed before all others
     reserve: float = Field(default=0.1, ge=0, le=1)
     #: per source, fields of its config set over its defaults, e.g. ``{"sequence": {"half_life_items": 20}}``
-    #: (``[merge.settings.sequence]`` in TOML); checked against the source's config when this config is made
+    #: (``[merge.settings.sequence]`` in TOML); the source is built with them when this config is made, so its
+    #: config and its constructor check them then
     settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("quotas")
